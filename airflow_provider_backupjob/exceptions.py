@@ -1,0 +1,140 @@
+"""Exceptions raised by the provider: one class for each failure a caller handles differently.
+
+Every message names the vCenter host (and the job id where there is one) and quotes vCenter's own
+messages; none ever contains a password or a session token. The classes know nothing of Airflow:
+the sensor and the operator map them to task outcomes in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class VCenterError(Exception):
+    """Base class of every error this provider raises about talking to vCenter."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str | None = None,
+        job_id: str | None = None,
+        status_code: int | None = None,
+        vcenter_messages: Sequence[str] = (),
+    ) -> None:
+        self.host = host
+        self.job_id = job_id
+        self.status_code = status_code
+        self.vcenter_messages = tuple(vcenter_messages)
+        self.detail = message
+        super().__init__(self._compose())
+
+    def _compose(self) -> str:
+        where = []
+        if self.host:
+            where.append(f"host {self.host}")
+        if self.job_id:
+            where.append(f"job {self.job_id}")
+        text = self.detail
+        if where:
+            text = f"{text} ({', '.join(where)})"
+        if self.status_code is not None:
+            text = f"{text} [HTTP {self.status_code}]"
+        if self.vcenter_messages:
+            text = f"{text}: vCenter says: " + "; ".join(self.vcenter_messages)
+        return text
+
+    def with_context(self, *, host: str | None = None, job_id: str | None = None) -> VCenterError:
+        """Return the same error with the host and job id filled in where they were missing."""
+        self.host = self.host or host
+        self.job_id = self.job_id or job_id
+        self.args = (self._compose(),)
+        return self
+
+    def to_event(self) -> dict[str, Any]:
+        """A JSON-safe form for trigger events; :func:`error_from_event` turns it back."""
+        return {
+            "kind": type(self).__name__,
+            "detail": self.detail,
+            "host": self.host,
+            "job_id": self.job_id,
+            "status_code": self.status_code,
+            "vcenter_messages": list(self.vcenter_messages),
+        }
+
+
+class VCenterApiError(VCenterError):
+    """vCenter answered with an error that has no more specific class here."""
+
+
+class UnexpectedResponseError(VCenterApiError):
+    """vCenter's answer could not be understood: not JSON, a missing field, an unknown state."""
+
+
+class VCenterUnavailableError(VCenterApiError):
+    """A transient failure outlasted the retries: 502/503/504, refused or reset connections, timeouts.
+
+    ``request_sent`` is False only when the request surely never reached the appliance (the
+    connection could not be made), the one case where a non-idempotent request may be sent again.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True, **kwargs: Any) -> None:
+        self.request_sent = request_sent
+        super().__init__(message, **kwargs)
+
+
+class VCenterTLSError(VCenterApiError):
+    """The appliance's certificate could not be verified."""
+
+    HINT = (
+        "set the connection extra 'ca_bundle' to the PEM file of the appliance's CA (the VMCA root "
+        "certificates are at https://<vcenter>/certs/download.zip), or set 'verify_ssl' to false to turn "
+        "verification off (not recommended)"
+    )
+
+    @classmethod
+    def unverified(cls, host: str, reason: object) -> VCenterTLSError:
+        return cls(f"the TLS certificate of vCenter could not be verified ({reason}); {cls.HINT}", host=host)
+
+
+class VCenterAuthError(VCenterError):
+    """Bad credentials, a missing privilege, or a login refused at the session cap."""
+
+
+class BackupJobNotFound(VCenterError):
+    """The appliance has no backup job with that id (404)."""
+
+
+class BackupAlreadyRunning(VCenterApiError):
+    """A backup or restore is already running on the appliance (``feature_in_use``)."""
+
+
+_EVENT_KINDS: dict[str, type[VCenterError]] = {
+    cls.__name__: cls
+    for cls in (
+        VCenterError,
+        VCenterApiError,
+        UnexpectedResponseError,
+        VCenterUnavailableError,
+        VCenterTLSError,
+        VCenterAuthError,
+        BackupJobNotFound,
+        BackupAlreadyRunning,
+    )
+}
+
+
+def error_from_event(data: Any) -> VCenterError:
+    """Rebuild an error carried in a trigger event; anything unreadable becomes an unexpected response."""
+    if not isinstance(data, dict) or data.get("kind") not in _EVENT_KINDS:
+        return UnexpectedResponseError(f"unexpected error payload in trigger event: {data!r:.200}")
+    cls = _EVENT_KINDS[data["kind"]]
+    messages = data.get("vcenter_messages") or []
+    return cls(
+        str(data.get("detail") or "error"),
+        host=data.get("host"),
+        job_id=data.get("job_id"),
+        status_code=data.get("status_code") if isinstance(data.get("status_code"), int) else None,
+        vcenter_messages=[str(m) for m in messages] if isinstance(messages, list) else [],
+    )

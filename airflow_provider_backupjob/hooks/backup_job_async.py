@@ -1,0 +1,163 @@
+"""AsyncBackupJobHook: the asynchronous shell around the sans-IO protocol, over ``httpx``.
+
+Used by the trigger in the triggerer's event loop: every call awaits, nothing blocks, no thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import ssl
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+from airflow.sdk import BaseHook
+from tenacity import AsyncRetrying
+
+from airflow_provider_backupjob.exceptions import (
+    VCenterApiError,
+    VCenterError,
+    VCenterTLSError,
+    VCenterUnavailableError,
+)
+from airflow_provider_backupjob.models import BackupJobStatus
+from airflow_provider_backupjob.protocol import (
+    Exchange,
+    HttpRequest,
+    HttpResponse,
+    VCenterSession,
+    drive_async,
+    error_for,
+    is_transient,
+)
+from airflow_provider_backupjob.retry import RetryPolicy
+from airflow_provider_backupjob.settings import DEFAULT_CONN_ID, ConnectionSettings
+
+T = TypeVar("T")
+
+
+@functools.lru_cache(maxsize=16)
+def _ssl_context(cafile: str | None) -> ssl.SSLContext:
+    """One verifying context per CA file per process: building one costs milliseconds of CPU."""
+    return ssl.create_default_context(cafile=cafile)
+
+
+def _verify(setting: bool | str) -> ssl.SSLContext | bool:
+    if setting is False:
+        return False
+    return _ssl_context(setting if isinstance(setting, str) else None)
+
+
+def _has_cause(err: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = err
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class AsyncBackupJobHook:
+    """Async access to one appliance: one session for the hook's life, closed by :meth:`aclose`.
+
+    The connection is resolved with Airflow's async-safe lookup; the HTTP client is made on first use.
+    """
+
+    def __init__(self, vcenter_conn_id: str = DEFAULT_CONN_ID, *, retry_policy: RetryPolicy | None = None):
+        self.vcenter_conn_id = vcenter_conn_id
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.settings: ConnectionSettings | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._vcenter: VCenterSession | None = None
+        self.log = logging.getLogger(__name__)
+
+    async def _setup(self) -> tuple[ConnectionSettings, httpx.AsyncClient, VCenterSession]:
+        if self.settings is None:
+            conn = await BaseHook.aget_connection(self.vcenter_conn_id)
+            self.settings = ConnectionSettings.from_connection(conn, self.vcenter_conn_id)
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self.settings.base_url,
+                verify=_verify(self.settings.verify),
+                timeout=self.settings.timeout,
+                headers={"Accept": "application/json"},
+                trust_env=False,
+                follow_redirects=False,
+            )
+        if self._vcenter is None:
+            s = self.settings
+            self._vcenter = VCenterSession(username=s.username, password=s.password, api_style=s.api_style)
+        return self.settings, self._client, self._vcenter
+
+    async def _send_once(self, client: httpx.AsyncClient, host: str, req: HttpRequest) -> HttpResponse:
+        try:
+            r = await client.request(req.method, req.target, headers=req.headers, json=req.json_body)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
+            if _has_cause(err, ssl.SSLCertVerificationError):
+                raise VCenterTLSError.unverified(host, err) from None
+            raise VCenterUnavailableError(
+                f"could not reach vCenter to {req.operation}: {type(err).__name__}: {err}", request_sent=False
+            ) from None
+        except httpx.TimeoutException as err:
+            raise VCenterUnavailableError(
+                f"vCenter did not answer in time to the request to {req.operation} ({type(err).__name__})"
+            ) from None
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as err:
+            raise VCenterUnavailableError(
+                f"the connection to vCenter failed during the request to {req.operation}: "
+                f"{type(err).__name__}: {err}"
+            ) from None
+        except httpx.HTTPError as err:
+            raise VCenterApiError(
+                f"the request to {req.operation} failed: {type(err).__name__}: {err}"
+            ) from None
+        resp = HttpResponse(r.status_code, r.content, r.headers.get("Content-Type", ""))
+        if is_transient(resp):
+            raise error_for(req, resp)
+        return resp
+
+    async def run(self, exchange_of: Any, policy: RetryPolicy | None = None) -> Any:
+        """Drive the exchange returned by ``exchange_of(session)``; errors name the host."""
+        settings, client, session = await self._setup()
+        chosen = policy or self.retry_policy
+        exchange: Exchange[Any] = exchange_of(session)
+
+        async def send(req: HttpRequest) -> HttpResponse:
+            async for attempt in AsyncRetrying(**chosen.tenacity_kwargs(req)):
+                with attempt:
+                    return await self._send_once(client, settings.host, req)
+            raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+        try:
+            return await drive_async(exchange, send)
+        except VCenterError as err:
+            raise err.with_context(host=settings.host) from err.__cause__
+
+    async def get_job(self, job_id: str) -> BackupJobStatus:
+        status: BackupJobStatus = await self.run(lambda session: session.get_job(job_id))
+        return status
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Log out (one bounded attempt, also when the waiting task was cancelled) and close. Never raises."""
+        try:
+            if self._vcenter is not None and self._vcenter.is_open:
+                vcenter = self._vcenter
+                await asyncio.wait_for(self.run(lambda _: vcenter.logout(), RetryPolicy(attempts=1)), timeout)
+        except (VCenterError, asyncio.TimeoutError, OSError) as err:
+            self.log.warning("Could not log out of vCenter: %s", err)
+        finally:
+            if self._client is not None:
+                await self._client.aclose()
+                self._client = None
+
+    async def __aenter__(self) -> AsyncBackupJobHook:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

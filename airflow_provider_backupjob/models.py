@@ -1,0 +1,216 @@
+"""Typed models of what the appliance returns, parsed strictly.
+
+Parsing fails closed: a body with a missing required field, a wrong type or an unknown state raises
+:class:`~airflow_provider_backupjob.exceptions.UnexpectedResponseError` (a ``VCenterApiError``), so
+nothing but a well-formed ``SUCCEEDED`` ever reads as success.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import pendulum
+from pendulum import DateTime
+
+from airflow_provider_backupjob.exceptions import UnexpectedResponseError
+
+
+class BackupJobState(str, Enum):
+    """The states of ``BackupJobStatus.state`` (the vendor's ``BackupRestoreProcessState``)."""
+
+    FAILED = "FAILED"
+    INPROGRESS = "INPROGRESS"
+    NONE = "NONE"
+    SUCCEEDED = "SUCCEEDED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({BackupJobState.FAILED, BackupJobState.SUCCEEDED})
+
+
+def _unexpected(what: str) -> UnexpectedResponseError:
+    return UnexpectedResponseError(f"unexpected response from vCenter: {what}")
+
+
+def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise _unexpected(f"{where} has no '{key}'")
+    value = obj[key]
+    # bool is an int in Python; vCenter never sends a boolean where a number or string belongs.
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise _unexpected(f"{where} field '{key}' has the wrong type ({type(value).__name__})")
+    return value
+
+
+def parse_time(value: Any, where: str) -> DateTime:
+    """Parse vCenter's ISO 8601 UTC timestamps (``2015-01-01T22:13:05.651Z``)."""
+    if not isinstance(value, str):
+        raise _unexpected(f"{where} is not a timestamp string")
+    try:
+        parsed = pendulum.parse(value, strict=True)
+    except (ValueError, TypeError) as err:  # pendulum raises ParserError, a ValueError
+        raise _unexpected(f"{where} is not an ISO 8601 timestamp: {value!r:.64}") from err
+    if not isinstance(parsed, DateTime):
+        raise _unexpected(f"{where} is not a date and time: {value!r:.64}")
+    return parsed
+
+
+@dataclass(frozen=True)
+class LocalizableMessage:
+    """A vAPI ``LocalizableMessage``: an id in a message bundle, English text and its arguments."""
+
+    id: str
+    default_message: str
+    args: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, obj: Any) -> LocalizableMessage:
+        if not isinstance(obj, dict):
+            raise _unexpected("a message is not an object")
+        args = obj.get("args", [])
+        if not isinstance(args, list):
+            raise _unexpected("message field 'args' is not a list")
+        return cls(
+            id=_require(obj, "id", str, "message"),
+            default_message=_require(obj, "default_message", str, "message"),
+            args=tuple(str(a) for a in args),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "default_message": self.default_message, "args": list(self.args)}
+
+    def __str__(self) -> str:
+        return self.default_message or self.id
+
+
+def parse_messages(value: Any, where: str) -> list[LocalizableMessage]:
+    if not isinstance(value, list):
+        raise _unexpected(f"{where} field 'messages' is not a list")
+    return [LocalizableMessage.from_json(m) for m in value]
+
+
+@dataclass(frozen=True)
+class BackupJobStatus:
+    """``BackupJobStatus``: what ``GET .../recovery/backup/job/{id}`` returns."""
+
+    id: str
+    state: BackupJobState
+    progress: int
+    messages: list[LocalizableMessage] = field(default_factory=list)
+    start_time: DateTime | None = None
+    end_time: DateTime | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state.is_terminal
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state is BackupJobState.SUCCEEDED
+
+    @property
+    def message_text(self) -> str:
+        return "; ".join(str(m) for m in self.messages)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> BackupJobStatus:
+        where = "BackupJobStatus"
+        if not isinstance(obj, dict):
+            raise _unexpected(f"{where} is not a JSON object")
+        raw_state = _require(obj, "state", str, where)
+        try:
+            state = BackupJobState(raw_state)
+        except ValueError:
+            raise _unexpected(f"unknown backup job state {raw_state!r:.40}") from None
+        end_raw = obj.get("end_time")
+        return cls(
+            id=_require(obj, "id", str, where),
+            state=state,
+            progress=_require(obj, "progress", int, where),
+            messages=parse_messages(_require(obj, "messages", list, where), where),
+            start_time=parse_time(_require(obj, "start_time", str, where), "start_time"),
+            end_time=None if end_raw is None else parse_time(end_raw, "end_time"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form for XCom and trigger events; :meth:`from_dict` reads it back."""
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "progress": self.progress,
+            "messages": [m.to_dict() for m in self.messages],
+            "start_time": self.start_time.isoformat() if self.start_time else None,
+            "end_time": self.end_time.isoformat() if self.end_time else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> BackupJobStatus:
+        """Read :meth:`to_dict`'s output back, as strictly as a vCenter body."""
+        if not isinstance(data, dict):
+            raise _unexpected("job status is not an object")
+        obj = dict(data)
+        if obj.get("start_time") is None:
+            raise _unexpected("job status has no start_time")
+        return cls.from_json(obj)
+
+
+@dataclass(frozen=True)
+class BackupRequest:
+    """The body of a backup start (``BackupRequest``). Secrets are left out of ``repr``."""
+
+    parts: list[str]
+    location_type: str
+    location: str
+    location_user: str | None = None
+    location_password: str | None = field(default=None, repr=False)
+    backup_password: str | None = field(default=None, repr=False)
+    comment: str | None = None
+    fast_backup: bool | None = None
+
+    LOCATION_TYPES = ("FTP", "HTTP", "FTPS", "HTTPS", "SCP", "SFTP", "NFS", "SMB")
+
+    def __post_init__(self) -> None:
+        if not self.parts or not all(isinstance(p, str) and p for p in self.parts):
+            raise ValueError("parts must be a non-empty list of part ids, e.g. ['common']")
+        if self.location_type not in self.LOCATION_TYPES:
+            raise ValueError(
+                f"location_type must be one of {', '.join(self.LOCATION_TYPES)}, not {self.location_type!r}"
+            )
+        if not self.location:
+            raise ValueError("location (the URL of the backup folder) is required")
+        if self.backup_password is not None and not 8 <= len(self.backup_password) <= 20:
+            raise ValueError("backup_password must be 8 to 20 characters long")
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "parts": list(self.parts),
+            "location_type": self.location_type,
+            "location": self.location,
+        }
+        for key in ("location_user", "location_password", "backup_password", "comment", "fast_backup"):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        return body
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """What a cancel returns: ``status`` OK, WARNING or FAIL, and vCenter's messages."""
+
+    status: str
+    messages: list[LocalizableMessage]
+
+    @classmethod
+    def from_json(cls, obj: Any) -> CancelResult:
+        if not isinstance(obj, dict):
+            raise _unexpected("cancel result is not an object")
+        status = _require(obj, "status", str, "cancel result")
+        if status not in ("OK", "WARNING", "FAIL"):
+            raise _unexpected(f"unknown cancel status {status!r:.40}")
+        return cls(status=status, messages=parse_messages(obj.get("messages", []), "cancel result"))

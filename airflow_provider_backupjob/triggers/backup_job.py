@@ -1,0 +1,119 @@
+"""BackupJobTrigger: wait for a backup job in the triggerer, asynchronously."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_backupjob.exceptions import VCenterError, VCenterUnavailableError
+from airflow_provider_backupjob.settings import DEFAULT_CONN_ID
+
+
+class BackupJobTrigger(BaseTrigger):
+    """
+    Poll a backup job until it ends, the deadline passes, or an outage outlasts ``max_outage``.
+
+    Its kwargs are JSON primitives and hold no secret: the connection is looked up in the triggerer.
+    One session serves the whole wait and is logged out when the trigger ends, fails or is cancelled.
+    Events (all carry ``job_id``):
+
+    - ``{"status": "terminal", "job": <status dict>}``: the job SUCCEEDED or FAILED;
+    - ``{"status": "error", "error": <error dict>}``: vCenter said no (404, auth, bad answer, outage);
+    - ``{"status": "timeout", "message": ...}``: ``deadline`` (epoch seconds) passed first.
+
+    :param poll_interval: seconds between polls (the sensor's ``poke_interval``).
+    :param max_outage: seconds the appliance may stay unreachable before an error event.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        vcenter_conn_id: str = DEFAULT_CONN_ID,
+        poll_interval: float = 60.0,
+        deadline: float | None = None,
+        max_outage: float = 600.0,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.job_id = job_id
+        self.vcenter_conn_id = vcenter_conn_id
+        self.poll_interval = float(poll_interval)
+        self.deadline = None if deadline is None else float(deadline)
+        self.max_outage = float(max_outage)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "job_id": self.job_id,
+                "vcenter_conn_id": self.vcenter_conn_id,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+                "max_outage": self.max_outage,
+            },
+        )
+
+    def _hook(self) -> Any:
+        from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
+        from airflow_provider_backupjob.retry import RetryPolicy
+
+        budget = max(self.poll_interval, 0.1)
+        policy = RetryPolicy(
+            attempts=3,
+            max_seconds=min(budget, 60.0),
+            initial_wait=min(1.0, budget / 4),
+            max_wait=min(15.0, budget / 2),
+        )
+        return AsyncBackupJobHook(self.vcenter_conn_id, retry_policy=policy)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = self._hook()
+        try:
+            event = await self._wait(hook)
+        finally:
+            await hook.aclose()  # also on CancelledError: one bounded logout attempt
+        yield TriggerEvent(event)  # type: ignore[no-untyped-call]
+
+    def _left(self) -> float:
+        return float("inf") if self.deadline is None else self.deadline - time.time()
+
+    async def _wait(self, hook: Any) -> dict[str, Any]:
+        from airflow_provider_backupjob.outage import OutageTracker
+
+        base = {"job_id": self.job_id}
+        outage = OutageTracker(self.max_outage)
+        while True:  # bounded by the deadline and by max_outage
+            if self._left() <= 0:
+                return {
+                    **base,
+                    "status": "timeout",
+                    "message": f"timed out waiting for backup job {self.job_id} (sensor timeout reached)",
+                }
+            pause = self.poll_interval
+            try:
+                status = await hook.get_job(self.job_id)
+                outage.succeeded()
+            except VCenterUnavailableError as err:
+                try:
+                    pause = min(pause, outage.failed(err))
+                except VCenterUnavailableError as final:
+                    return {**base, "status": "error", "error": final.to_event()}
+                self.log.warning("vCenter unavailable (%s); trying again in %.1f s", err, pause)
+            except VCenterError as err:
+                return {**base, "status": "error", "error": err.to_event()}
+            except ValueError as err:  # a bad job id or connection: the task should say so
+                return {
+                    **base,
+                    "status": "error",
+                    "error": {"kind": "VCenterApiError", "detail": f"invalid configuration: {err}"},
+                }
+            else:
+                if status.is_terminal:
+                    return {**base, "status": "terminal", "job": status.to_dict()}
+                self.log.info(
+                    "Backup job %s is %s, %d%% done", self.job_id, status.state.value, status.progress
+                )
+            await asyncio.sleep(max(0.0, min(pause, self._left())))
