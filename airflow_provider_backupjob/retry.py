@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tenacity import retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential_jitter
+from tenacity import retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential, wait_random
 
 from airflow_provider_backupjob.exceptions import VCenterUnavailableError
 from airflow_provider_backupjob.protocol import HttpRequest
@@ -32,7 +32,10 @@ class RetryPolicy:
         return {
             "retry": retry_if_exception(retryable),
             "stop": stop_after_attempt(self.attempts) | stop_after_delay(self.max_seconds),
-            "wait": wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait),
+            # exponential backoff plus up to one initial wait of jitter, so that many clients of one
+            # appliance coming back from an outage do not retry in step
+            "wait": wait_exponential(multiplier=self.initial_wait, max=self.max_wait)
+            + wait_random(0, self.initial_wait),
             "reraise": True,
         }
 

@@ -58,16 +58,9 @@ class BackupJobTrigger(BaseTrigger):
 
     def _hook(self) -> Any:
         from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
-        from airflow_provider_backupjob.retry import RetryPolicy
+        from airflow_provider_backupjob.waiting import poll_retry_policy
 
-        budget = max(self.poll_interval, 0.1)
-        policy = RetryPolicy(
-            attempts=3,
-            max_seconds=min(budget, 60.0),
-            initial_wait=min(1.0, budget / 4),
-            max_wait=min(15.0, budget / 2),
-        )
-        return AsyncBackupJobHook(self.vcenter_conn_id, retry_policy=policy)
+        return AsyncBackupJobHook(self.vcenter_conn_id, retry_policy=poll_retry_policy(self.poll_interval))
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self._hook()

@@ -1,0 +1,257 @@
+"""StartBackupJobOperator: start an appliance backup, optionally wait for it, cancel it when stopped."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow.sdk import BaseHook, BaseOperator, BaseOperatorLink, conf
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowTaskTimeout,
+)
+
+from airflow_provider_backupjob.settings import DEFAULT_CONN_ID
+from airflow_provider_backupjob.waiting import event_outcome, fetch_status, job_outcome, poll_retry_policy
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.sdk.types import TaskInstanceKey
+
+    from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
+    from airflow_provider_backupjob.models import BackupRequest
+
+
+class VCenterApplianceLink(BaseOperatorLink):
+    """Opens the appliance management interface (VAMI, ``https://<host>:5480/``) of the task's vCenter."""
+
+    name = "vCenter Appliance Management"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        value = XCom.get_value(ti_key=ti_key, key=self.xcom_key)
+        return value if isinstance(value, str) else ""
+
+
+class StartBackupJobOperator(BaseOperator):
+    """
+    Start a file-based backup of the vCenter Server Appliance and (by default) wait for it.
+
+    The job id is pushed to XCom (key ``job_id``) as soon as the appliance accepted the job; with
+    ``wait_for_completion`` the return value is the final status dict, with the outcomes of
+    :class:`~airflow_provider_backupjob.sensors.backup_job.BackupJobSensor`. If the task is killed,
+    its ``execution_timeout`` passes, or the wait's ``timeout`` passes, the job is cancelled on the
+    appliance. A start is never sent twice.
+
+    The location's user and password and the backup password come from ``location_conn_id`` (login,
+    password, and the extra ``backup_password``) or from the arguments of the same names; either way
+    they are masked in logs and kept out of templated fields and XCom.
+
+    :param location: URL of the backup folder (templated), e.g. ``sftp://backup.example.com/vcsa``.
+    :param location_type: FTP, HTTP, FTPS, HTTPS, SCP, SFTP, NFS or SMB; by default the URL's scheme.
+    :param parts: the parts to back up (templated); ``common`` is always included by vCenter.
+    :param poll_interval: seconds between polls while waiting.
+    :param timeout: the longest wait; then the job is cancelled and the task fails.
+    :param max_outage: how long vCenter may stay unreachable during the wait.
+    :param deferrable: wait in the triggerer; defaults to ``[operators] default_deferrable``.
+    """
+
+    template_fields: Sequence[str] = ("location", "location_type", "parts", "comment", "vcenter_conn_id")
+    operator_extra_links = (VCenterApplianceLink(),)
+    ui_color = "#78be20"
+
+    def __init__(
+        self,
+        *,
+        location: str,
+        location_type: str | None = None,
+        parts: Sequence[str] = ("common",),
+        vcenter_conn_id: str = DEFAULT_CONN_ID,
+        location_conn_id: str | None = None,
+        location_user: str | None = None,
+        location_password: str | None = None,
+        backup_password: str | None = None,
+        comment: str | None = None,
+        fast_backup: bool | None = None,
+        wait_for_completion: bool = True,
+        poll_interval: float = 30.0,
+        timeout: timedelta | float = timedelta(hours=12),
+        max_outage: timedelta | float = timedelta(minutes=10),
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.location = location
+        self.location_type = location_type
+        self.parts = list(parts)
+        self.vcenter_conn_id = vcenter_conn_id
+        self.location_conn_id = location_conn_id
+        self.location_user = location_user
+        self._location_password = location_password
+        self._backup_password = backup_password
+        self.comment = comment
+        self.fast_backup = fast_backup
+        self.wait_for_completion = wait_for_completion
+        self.poll_interval = float(poll_interval)
+        self.wait_timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        self.max_outage = (
+            max_outage.total_seconds() if isinstance(max_outage, timedelta) else float(max_outage)
+        )
+        self.deferrable = deferrable
+        self.job_id: str | None = None
+        self._finished = False
+
+    @cached_property
+    def hook(self) -> BackupJobHook:
+        from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
+
+        return BackupJobHook(self.vcenter_conn_id, retry_policy=poll_retry_policy(self.poll_interval))
+
+    def _close_hook(self) -> None:
+        if "hook" in self.__dict__:
+            self.hook.close()
+            del self.__dict__["hook"]
+
+    def backup_request(self) -> BackupRequest:
+        """The BackupRequest, with the secrets from the connection or the arguments, masked."""
+        from airflow.sdk.log import mask_secret
+
+        from airflow_provider_backupjob.models import BackupRequest
+
+        user, password, backup_password = self.location_user, self._location_password, self._backup_password
+        if self.location_conn_id:
+            conn = BaseHook.get_connection(self.location_conn_id)
+            user = user or conn.login
+            password = password or conn.password
+            backup_password = backup_password or conn.extra_dejson.get("backup_password")
+        for secret in (password, backup_password):
+            if secret:
+                mask_secret(secret)
+        location_type = self.location_type or urlsplit(self.location).scheme.upper()
+        return BackupRequest(
+            parts=self.parts,
+            location_type=location_type,
+            location=self.location,
+            location_user=user or None,
+            location_password=password or None,
+            backup_password=backup_password or None,
+            comment=self.comment,
+            fast_backup=self.fast_backup,
+        )
+
+    def execute(self, context: Context) -> Any:
+        from airflow_provider_backupjob.exceptions import BackupAlreadyRunning, VCenterError
+
+        try:
+            request = self.backup_request()
+            try:
+                status = self.hook.start_backup(request)
+            except BackupAlreadyRunning as err:
+                raise AirflowException(str(err)) from None
+            except VCenterError as err:
+                job_outcome(err.job_id or "(new)", None, err)  # raises the task outcome for this error
+                raise  # pragma: no cover
+            self.job_id = status.id
+            ti = context["ti"]
+            ti.xcom_push(key="job_id", value=status.id)
+            ti.xcom_push(key=VCenterApplianceLink().xcom_key, value=self.hook.settings.ui_url)
+            self.log.info(
+                "Started backup job %s on vCenter %s to %s", status.id, self.hook.settings.host, self.location
+            )
+            if not self.wait_for_completion:
+                self._finished = True
+                return status.to_dict()
+            if self.deferrable:
+                self._defer(context)
+            return self._wait()
+        except AirflowTaskTimeout as err:  # execution_timeout: stop the backup we started
+            self._cancel(f"the task's execution_timeout passed ({type(err).__name__})")
+            raise
+        finally:
+            self._close_hook()
+
+    def _deadline(self, context: Context) -> float:
+        deadline = time.time() + self.wait_timeout
+        if self.execution_timeout is not None:
+            started = context["ti"].start_date
+            if started is not None:
+                deadline = min(deadline, started.timestamp() + self.execution_timeout.total_seconds())
+        return deadline
+
+    def _wait(self) -> Any:
+        assert self.job_id is not None
+        deadline = time.monotonic() + self.wait_timeout
+        for _ in range(10_000_000):  # bounded by the deadline
+            status, error = fetch_status(
+                self.hook, self.job_id, max_outage=self.max_outage, pause=self.poll_interval, log=self.log
+            )
+            outcome = job_outcome(self.job_id, status, error)
+            if outcome.is_done:
+                self._finished = True
+                return outcome.xcom_value
+            assert status is not None
+            self.log.info("Backup job %s is %s, %d%% done", self.job_id, status.state.value, status.progress)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._cancel(f"the wait's timeout ({self.wait_timeout:g} s) passed")
+                raise AirflowFailException(
+                    f"timed out waiting for backup job {self.job_id}; it was cancelled"
+                )
+            time.sleep(min(self.poll_interval, left))
+        raise AirflowException("wait loop exhausted")  # pragma: no cover
+
+    def _defer(self, context: Context) -> None:
+        from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
+
+        assert self.job_id is not None
+        deadline = self._deadline(context)
+        self.defer(
+            trigger=BackupJobTrigger(
+                job_id=self.job_id,
+                vcenter_conn_id=self.vcenter_conn_id,
+                poll_interval=self.poll_interval,
+                deadline=deadline,
+                max_outage=self.max_outage,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=max(deadline - time.time(), 1.0) + 60),  # the trigger's own comes first
+        )
+
+    def execute_complete(self, context: Context, event: Any = None) -> Any:
+        job_id = event.get("job_id") if isinstance(event, dict) else None
+        self.job_id = job_id if isinstance(job_id, str) else None
+        try:
+            return event_outcome(self.job_id or "", event).xcom_value
+        except AirflowSensorTimeout:
+            self._cancel("the wait's timeout passed")
+            raise AirflowFailException(
+                f"timed out waiting for backup job {self.job_id}; it was cancelled"
+            ) from None
+        finally:
+            self._close_hook()
+
+    def _cancel(self, why: str) -> None:
+        """Cancel the job we started, if it may still run. Logged; never raises."""
+        from airflow_provider_backupjob.exceptions import VCenterError
+
+        if not self.job_id or self._finished:
+            return
+        self.log.warning("Cancelling backup job %s on vCenter: %s", self.job_id, why)
+        try:
+            result = self.hook.cancel_job(self.job_id)
+            self.log.warning("vCenter answered the cancel of backup job %s: %s", self.job_id, result.status)
+        except (VCenterError, ValueError) as err:
+            self.log.error("Could not cancel backup job %s: %s", self.job_id, err)
+        finally:
+            self._finished = True
+
+    def on_kill(self) -> None:
+        self._cancel("the task was killed")
+        self._close_hook()
