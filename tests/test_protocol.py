@@ -87,7 +87,7 @@ def test_invalid_job_ids_raise_value_error_naming_the_value(job_id: Any) -> None
 
 def test_bad_job_id_sends_nothing() -> None:
     script = Script()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid backup job id"):
         drive(session().get_job("../../session"), script)
     assert script.sent == []
 

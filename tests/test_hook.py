@@ -1,0 +1,219 @@
+"""BackupJobHook against the bundled simulator, over real sockets."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from airflow_provider_backupjob.exceptions import (
+    BackupJobNotFound,
+    UnexpectedResponseError,
+    VCenterApiError,
+    VCenterAuthError,
+    VCenterUnavailableError,
+)
+from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
+from airflow_provider_backupjob.models import BackupJobState
+from airflow_provider_backupjob.protocol import Dialect
+from airflow_provider_backupjob.retry import RetryPolicy
+from airflow_provider_backupjob.simulator import DEFAULT_PASSWORD, READONLY_USER, Simulator
+from tests.conftest import Connect
+
+FAST = RetryPolicy(attempts=3, max_seconds=5, initial_wait=0.01, max_wait=0.05)
+
+
+def hook(conn_id: str = "vcenter_backup_default") -> BackupJobHook:
+    return BackupJobHook(conn_id, retry_policy=FAST)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("api_enabled", "style", "dialect"),
+    [
+        (True, "auto", Dialect.API),
+        (False, "auto", Dialect.REST),
+        (True, "rest", Dialect.REST),
+        (True, "api", Dialect.API),
+    ],
+)
+def test_one_session_for_many_calls_in_either_dialect(
+    sim: Simulator, connect: Connect, api_enabled: bool, style: str, dialect: Dialect
+) -> None:
+    sim.set_api_enabled(api_enabled)
+    job = sim.add_job(inprogress_polls=2)
+    connect(api_style=style)
+    with hook() as h:
+        states = [h.get_job(job).state for _ in range(4)]
+        assert h.list_jobs() == [job]
+        assert h.vcenter.dialect is dialect
+    assert states == [
+        BackupJobState.INPROGRESS,
+        BackupJobState.INPROGRESS,
+        BackupJobState.SUCCEEDED,
+        BackupJobState.SUCCEEDED,
+    ]
+    stats = sim.stats()
+    assert (stats["logins"], stats["logouts"], stats["open_sessions"]) == (1, 1, 0)
+    by_dialect = stats["requests_by_dialect"]
+    other = "api" if dialect is Dialect.REST else "rest"
+    # auto on an appliance without /api costs one probing login there, once for the hook's life
+    assert by_dialect.get(other, 0) == (1 if (style, api_enabled) == ("auto", False) else 0)
+    assert by_dialect[dialect.value] == 7  # login, 4 gets, 1 list, logout
+
+
+def test_status_fields_are_typed(sim: Simulator, connect: Connect) -> None:
+    job = sim.add_job(inprogress_polls=1, end_time_null=True)
+    connect()
+    with hook() as h:
+        running = h.get_job(job)
+        done = h.get_job(job)
+    assert running.end_time is None and running.start_time is not None
+    assert done.succeeded and done.progress == 100 and done.end_time is not None
+    assert done.to_dict()["state"] == "SUCCEEDED"
+
+
+def test_missing_job_is_not_found_naming_host_and_job(sim: Simulator, connect: Connect) -> None:
+    connect()
+    with hook() as h, pytest.raises(BackupJobNotFound) as info:
+        h.get_job("20990101-000000-1")
+    assert "20990101-000000-1" in str(info.value) and f"127.0.0.1:{sim.port}" in str(info.value)
+    assert sim.stats()["open_sessions"] == 0
+
+
+def test_expired_session_is_renewed_once(sim: Simulator, connect: Connect) -> None:
+    job = sim.add_job(inprogress_polls=5)
+    connect()
+    with hook() as h:
+        h.get_job(job)
+        sim.expire_all_sessions()
+        h.get_job(job)
+    stats = sim.stats()
+    assert stats["logins"] == 2 and stats["open_sessions"] == 0
+
+
+@pytest.mark.parametrize("kind", ["http_503_html", "http_503_json", "http_502_html", "http_504_html", "drop"])
+def test_transient_failures_are_retried(sim: Simulator, connect: Connect, kind: str) -> None:
+    job = sim.add_job(inprogress_polls=0)
+    connect()
+    sim.inject(kind, path_contains="/backup/job/", times=2)
+    with hook() as h:
+        assert h.get_job(job).succeeded
+    assert sim.stats()["faults_injected"] == 2
+
+
+def test_transient_failures_are_bounded(sim: Simulator, connect: Connect) -> None:
+    job = sim.add_job()
+    connect()
+    sim.inject("http_503_html", path_contains="/backup/job/", times=10)
+    with hook() as h, pytest.raises(VCenterUnavailableError, match="HTTP 503"):
+        h.get_job(job)
+    assert sim.stats()["faults_injected"] == FAST.attempts
+    assert sim.stats()["open_sessions"] == 0
+
+
+def test_client_errors_are_not_retried(sim: Simulator, connect: Connect) -> None:
+    job = sim.add_job()
+    connect()
+    sim.inject("http_500_json", path_contains="/backup/job/", times=5)
+    with hook() as h, pytest.raises(VCenterApiError, match="HTTP 500"):
+        h.get_job(job)
+    assert sim.stats()["faults_injected"] == 1
+
+
+def test_malformed_json_is_an_unexpected_response(sim: Simulator, connect: Connect) -> None:
+    job = sim.add_job()
+    connect()
+    sim.inject("malformed_json", path_contains="/backup/job/")
+    with hook() as h, pytest.raises(UnexpectedResponseError, match="not JSON"):
+        h.get_job(job)
+
+
+def test_slow_answer_past_the_timeout_is_transient(sim: Simulator, connect: Connect) -> None:
+    job = sim.add_job()
+    connect(timeout=0.3)
+    sim.inject("slow", path_contains="/backup/job/", delay=1.0, times=5)
+    with hook() as h, pytest.raises(VCenterUnavailableError, match="did not answer within 0.3 s"):
+        h.get_job(job)
+
+
+def test_refused_connection_is_transient_and_names_the_host(sim: Simulator, connect: Connect) -> None:
+    port = free_port()
+    connect(port=port)
+    with hook() as h, pytest.raises(VCenterUnavailableError, match="Connection refused") as info:
+        h.get_job("20170717-132629-5318154")
+    assert f"127.0.0.1:{port}" in str(info.value)
+
+
+def test_bad_password_and_missing_privilege(sim: Simulator, connect: Connect) -> None:
+    connect(password="wrong-password-1")
+    with hook() as h, pytest.raises(VCenterAuthError, match="user name or password") as info:
+        h.list_jobs()
+    assert "wrong-password-1" not in str(info.value)
+    connect(login=READONLY_USER, password=DEFAULT_PASSWORD)
+    with hook() as h, pytest.raises(VCenterAuthError, match="SystemConfiguration.Administrators"):
+        h.list_jobs()
+    assert sim.stats()["open_sessions"] == 0
+
+
+def test_session_cap_refusal_quotes_vcenter(sim: Simulator, connect: Connect) -> None:
+    sim.set_session_cap(0)
+    connect()
+    with hook() as h, pytest.raises(VCenterAuthError, match="session cap") as info:
+        h.list_jobs()
+    assert "User session count is limited to 0" in str(info.value)
+    assert sim.stats()["login_failures"] == 1  # a refusal at the cap is not retried
+
+
+def test_job_id_with_path_characters_sends_nothing(sim: Simulator, connect: Connect) -> None:
+    connect()
+    with hook() as h, pytest.raises(ValueError, match="invalid backup job id '../session'"):
+        h.get_job("../session")
+    assert sim.stats()["requests"] == 0
+
+
+def test_test_connection_success_and_failures(sim: Simulator, connect: Connect) -> None:
+    sim.add_job()
+    connect()
+    ok, message = hook().test_connection()
+    assert ok and "1 backup job(s)" in message
+    connect(password="nope-nope")
+    ok, message = hook().test_connection()
+    assert not ok and "user name or password" in message and "nope-nope" not in message
+    connect(port=free_port())
+    ok, message = hook().test_connection()
+    assert not ok and "could not reach vCenter" in message
+    assert sim.stats()["open_sessions"] == 0
+
+
+def test_connection_settings_validation(
+    monkeypatch: pytest.MonkeyPatch, sim: Simulator, connect: Connect
+) -> None:
+    connect(api_style="soap")
+    with pytest.raises(ValueError, match="api_style must be one of"):
+        hook().settings  # noqa: B018
+    connect(verify_ssl="maybe")
+    with pytest.raises(ValueError, match="verify_ssl"):
+        hook().settings  # noqa: B018
+
+
+def test_prefixed_extras_and_bare_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VC",
+        '{"conn_type": "vcenter_backup", "host": "vcsa.example.com", "login": "u", "password": "p4ssword",'
+        ' "extra": {"extra__vcenter_backup__api_style": "rest", "extra__vcenter_backup__timeout": "12"}}',
+    )
+    s = BackupJobHook("vc").settings
+    assert (s.base_url, s.api_style, s.timeout, s.verify) == (
+        "https://vcsa.example.com:443",
+        "rest",
+        12.0,
+        True,
+    )
+    assert "p4ssword" not in repr(s)
+    assert s.ui_url == "https://vcsa.example.com:5480/"
