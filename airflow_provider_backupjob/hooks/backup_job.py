@@ -123,8 +123,13 @@ class BackupJobHook(BaseHook):
             ) from None
         except requests.exceptions.ConnectionError as err:
             refused = _caused_by(err, NewConnectionError)
+            what = (
+                "could not reach vCenter to"
+                if refused
+                else "the connection to vCenter failed during the request to"
+            )
             raise VCenterUnavailableError(
-                f"could not reach vCenter to {req.operation}: {_root_reason(err)}", request_sent=not refused
+                f"{what} {req.operation}: {_root_reason(err)}", request_sent=not refused
             ) from None
         except requests.exceptions.RequestException as err:
             raise VCenterApiError(f"the request to {req.operation} failed: {_root_reason(err)}") from None

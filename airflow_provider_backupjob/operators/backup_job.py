@@ -147,7 +147,11 @@ class StartBackupJobOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_backupjob.exceptions import BackupAlreadyRunning, VCenterError
+        from airflow_provider_backupjob.exceptions import (
+            BackupAlreadyRunning,
+            VCenterError,
+            VCenterUnavailableError,
+        )
 
         try:
             request = self.backup_request()
@@ -155,6 +159,11 @@ class StartBackupJobOperator(BaseOperator):
                 status = self.hook.start_backup(request)
             except BackupAlreadyRunning as err:
                 raise AirflowException(str(err)) from None
+            except VCenterUnavailableError as err:
+                raise AirflowException(
+                    f"the request to start a backup got no answer ({err}); it may have started on the "
+                    "appliance, so it was not sent again: look at the appliance's backup jobs before a retry"
+                ) from None
             except VCenterError as err:
                 job_outcome(err.job_id or "(new)", None, err)  # raises the task outcome for this error
                 raise  # pragma: no cover

@@ -1,0 +1,138 @@
+"""The example DAGs, parsed and run with `airflow dags test` against the simulator.
+
+`airflow dags test` runs the real task runner in a subprocess (triggers inline), so this covers
+templating, XCom between tasks, deferral and resumption as a user's first run would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_backupjob.simulator import ADMIN_USER, DEFAULT_PASSWORD, Simulator
+
+ROOT = Path(__file__).resolve().parent.parent
+AIRFLOW = Path(sys.executable).parent / "airflow"
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], Simulator]]:
+    home = tmp_path_factory.mktemp("airflow-home")
+    with Simulator() as sim:
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "VCENTER_BACKUP_POKE_INTERVAL": "0.2",
+            "VCENTER_BACKUP_LOCATION": "nfs://filer.example.com/vcsa",
+            "AIRFLOW_CONN_VCENTER_BACKUP_DEFAULT": json.dumps(
+                {
+                    "conn_type": "vcenter_backup",
+                    "host": "http://127.0.0.1",
+                    "port": sim.port,
+                    "login": ADMIN_USER,
+                    "password": DEFAULT_PASSWORD,
+                    "extra": {"timeout": 10},
+                }
+            ),
+            "AIRFLOW_CONN_VCENTER_BACKUP_TARGET": json.dumps(
+                {
+                    "conn_type": "generic",
+                    "login": "u",
+                    "password": "target-pw-0451",
+                    "extra": {"backup_password": "Backup-pw-0451"},
+                }
+            ),
+        }
+        subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, capture_output=True, check=True, timeout=300)
+        yield env, sim
+
+
+def dags_test(env: dict[str, str], dag_id: str, conf: dict[str, str] | None = None) -> tuple[int, str]:
+    cmd = [str(AIRFLOW), "dags", "test", dag_id]
+    if conf is not None:
+        cmd += ["--conf", json.dumps(conf)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_example_dags_parse_without_errors(airflow_env: tuple[dict[str, str], Simulator]) -> None:
+    env, _ = airflow_env
+    code = (
+        "import json; from airflow.dag_processing.dagbag import DagBag; "
+        f"bag = DagBag(dag_folder={str(ROOT / 'example_dags')!r}); "
+        "errors = {k: str(v) for k, v in bag.import_errors.items()}; "
+        "print(json.dumps({'errors': errors, 'dags': sorted(bag.dag_ids)}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {
+        "errors": {},
+        "dags": [
+            "vcenter_backup_gate",
+            "vcenter_backup_gate_deferrable",
+            "vcenter_backup_gate_reschedule",
+            "vcenter_backup_start_and_wait",
+        ],
+    }
+
+
+@pytest.mark.parametrize("dag_id", ["vcenter_backup_gate", "vcenter_backup_gate_deferrable"])
+def test_gate_succeeds_and_hands_the_status_downstream(
+    airflow_env: tuple[dict[str, str], Simulator], dag_id: str
+) -> None:
+    env, sim = airflow_env
+    job = sim.add_job(none_polls=1, inprogress_polls=2)
+    before = sim.stats()["logins"]
+    code, out = dags_test(env, dag_id, {"job_id": job})
+    assert code == 0, out[-3000:]
+    assert f"backup job {job} SUCCEEDED" in out and "patching can start" in out
+    assert f"Backup job {job} is INPROGRESS" in out
+    stats = sim.stats()
+    assert stats["open_sessions"] == 0
+    # poke mode: one session for the wait; deferrable: one for the check, one for the trigger
+    assert stats["logins"] - before == (1 if dag_id == "vcenter_backup_gate" else 2)
+    assert DEFAULT_PASSWORD not in out
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "job_kind", "message"),
+    [
+        ("vcenter_backup_gate", "failed", "FAILED"),
+        ("vcenter_backup_gate_deferrable", "failed", "FAILED"),
+        ("vcenter_backup_gate_deferrable", "missing", "does not exist"),
+    ],
+)
+def test_gate_fails_on_failed_or_missing_job(
+    airflow_env: tuple[dict[str, str], Simulator], dag_id: str, job_kind: str, message: str
+) -> None:
+    env, sim = airflow_env
+    job = sim.add_job(outcome="FAILED", inprogress_polls=1) if job_kind == "failed" else "20990101-000000-1"
+    code, out = dags_test(env, dag_id, {"job_id": job})
+    assert message in out, out[-3000:]
+    assert "patching can start" not in out
+    assert code != 0 or "state=failed" in out
+    assert sim.stats()["open_sessions"] == 0
+
+
+def test_start_and_wait_example(airflow_env: tuple[dict[str, str], Simulator]) -> None:
+    env, sim = airflow_env
+    sim.set_start_script(inprogress_polls=2)
+    code, out = dags_test(env, "vcenter_backup_start_and_wait")
+    assert code == 0, out[-3000:]
+    started = sim.stats()["started_requests"][-1]
+    assert started["location"] == "nfs://filer.example.com/vcsa" and started["location_type"] == "NFS"
+    assert "SUCCEEDED (100%)" in out
+    for secret in ("target-pw-0451", "Backup-pw-0451", DEFAULT_PASSWORD):
+        assert secret not in out
+    assert sim.stats()["open_sessions"] == 0
