@@ -74,6 +74,7 @@ class SimState:
         self._wall = wallclock
         self._rng = random.Random(seed)  # noqa: S311 - ids, not secrets
         self._sessions: dict[str, Session] = {}
+        self.issued_tokens: list[str] = []
         self._by_user: dict[str, set[str]] = {}
         self.jobs: dict[str, Job] = {}
         self._faults = FaultQueue()
@@ -189,6 +190,7 @@ class SimState:
             token = secrets.token_hex(16)
             now, wall = self._clock(), self._wall()
             self._sessions[token] = Session(token, user, wall, now, wall)
+            self.issued_tokens.append(token)  # for tests that prove no token ever leaks
             self._by_user.setdefault(user, set()).add(token)
             self.counters["logins"] += 1
             return token
