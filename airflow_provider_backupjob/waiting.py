@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import PokeReturnValue
@@ -31,6 +33,35 @@ if TYPE_CHECKING:
     import logging
 
     from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
+
+
+def seconds(value: timedelta | float, name: str) -> float:
+    """A duration argument (timedelta or seconds) as non-negative seconds."""
+    result = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if result < 0:
+        raise ValueError(f"{name} must not be negative")
+    return result
+
+
+class OwnsBackupJobHook:
+    """For operators that poll: a hook made on first use (never at parse time) and closed (logged
+    out) by ``_close_hook``, whose retries fit within one poll interval."""
+
+    vcenter_conn_id: str
+
+    def _poll_interval(self) -> float:
+        raise NotImplementedError
+
+    @cached_property
+    def hook(self) -> BackupJobHook:
+        from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
+
+        return BackupJobHook(self.vcenter_conn_id, retry_policy=poll_retry_policy(self._poll_interval()))
+
+    def _close_hook(self) -> None:
+        if "hook" in self.__dict__:
+            self.hook.close()
+            del self.__dict__["hook"]
 
 
 def poll_retry_policy(poll_interval: float) -> RetryPolicy:

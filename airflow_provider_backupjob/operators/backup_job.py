@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -18,13 +17,18 @@ from airflow.sdk.exceptions import (
 )
 
 from airflow_provider_backupjob.settings import DEFAULT_CONN_ID
-from airflow_provider_backupjob.waiting import event_outcome, fetch_status, job_outcome, poll_retry_policy
+from airflow_provider_backupjob.waiting import (
+    OwnsBackupJobHook,
+    event_outcome,
+    fetch_status,
+    job_outcome,
+    seconds,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.sdk.types import TaskInstanceKey
 
-    from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
     from airflow_provider_backupjob.models import BackupRequest
 
 
@@ -40,7 +44,7 @@ class VCenterApplianceLink(BaseOperatorLink):
         return value if isinstance(value, str) else ""
 
 
-class StartBackupJobOperator(BaseOperator):
+class StartBackupJobOperator(OwnsBackupJobHook, BaseOperator):
     """
     Start a file-based backup of the vCenter Server Appliance and (by default) wait for it.
 
@@ -100,24 +104,14 @@ class StartBackupJobOperator(BaseOperator):
         self.fast_backup = fast_backup
         self.wait_for_completion = wait_for_completion
         self.poll_interval = float(poll_interval)
-        self.wait_timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-        self.max_outage = (
-            max_outage.total_seconds() if isinstance(max_outage, timedelta) else float(max_outage)
-        )
+        self.wait_timeout = seconds(timeout, "timeout")
+        self.max_outage = seconds(max_outage, "max_outage")
         self.deferrable = deferrable
         self.job_id: str | None = None
         self._finished = False
 
-    @cached_property
-    def hook(self) -> BackupJobHook:
-        from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
-
-        return BackupJobHook(self.vcenter_conn_id, retry_policy=poll_retry_policy(self.poll_interval))
-
-    def _close_hook(self) -> None:
-        if "hook" in self.__dict__:
-            self.hook.close()
-            del self.__dict__["hook"]
+    def _poll_interval(self) -> float:
+        return float(self.poll_interval)
 
     def backup_request(self) -> BackupRequest:
         """The BackupRequest, with the secrets from the connection or the arguments, masked."""

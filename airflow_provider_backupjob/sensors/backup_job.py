@@ -9,22 +9,25 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
 from airflow_provider_backupjob.protocol import validate_job_id
 from airflow_provider_backupjob.settings import DEFAULT_CONN_ID
-from airflow_provider_backupjob.waiting import event_outcome, fetch_status, job_outcome, poll_retry_policy
+from airflow_provider_backupjob.waiting import (
+    OwnsBackupJobHook,
+    event_outcome,
+    fetch_status,
+    job_outcome,
+    seconds,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
 
-
-class BackupJobSensor(BaseSensorOperator):
+class BackupJobSensor(OwnsBackupJobHook, BaseSensorOperator):
     """
     Wait until a vCenter Server Appliance backup job has succeeded.
 
@@ -56,23 +59,11 @@ class BackupJobSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         self.job_id = job_id
         self.vcenter_conn_id = vcenter_conn_id
-        self.max_outage = (
-            max_outage.total_seconds() if isinstance(max_outage, timedelta) else float(max_outage)
-        )
-        if self.max_outage < 0:
-            raise ValueError("max_outage must not be negative")
+        self.max_outage = seconds(max_outage, "max_outage")
         self.deferrable = deferrable
 
-    @cached_property
-    def hook(self) -> BackupJobHook:
-        from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
-
-        return BackupJobHook(self.vcenter_conn_id, retry_policy=poll_retry_policy(self.poke_interval))
-
-    def _close_hook(self) -> None:
-        if "hook" in self.__dict__:
-            self.hook.close()
-            del self.__dict__["hook"]
+    def _poll_interval(self) -> float:
+        return float(self.poke_interval)
 
     def poke(self, context: Context) -> PokeReturnValue:
         validate_job_id(self.job_id)
