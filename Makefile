@@ -3,6 +3,7 @@
 #   make test AIRFLOW=3.2           the same against the oldest (its own virtualenv)
 #   make demo                       the example DAG under `airflow dags test` against the simulator
 #   make bench                      the benchmarks (prints tables; figures go in the README)
+#   make e2e                        real scheduler, triggerer and api-server; the Connections UI in Chromium
 #   make chaos                      a longer seeded chaos run (CHAOS_RUNS per mode, CHAOS_SEED)
 #   make lock                       re-resolve the lock files after changing pyproject.toml
 SHELL := /bin/bash
@@ -18,7 +19,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: install test lint typecheck unit demo bench chaos lock clean
+.PHONY: install test lint typecheck unit demo bench chaos e2e lock clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -55,6 +56,9 @@ bench: $(STAMP)
 
 chaos: $(STAMP)
 	CHAOS_RUNS=$${CHAOS_RUNS:-1000} $(BIN)/python -m pytest -q tests/test_chaos.py $(PYTEST_ARGS)
+
+e2e: $(STAMP)
+	$(BIN)/python e2e/run.py
 
 lock: $(UV)
 	cd requirements && ../$(UV) pip compile ../pyproject.toml --extra test --python-version 3.11 -o airflow-3.3.txt -q

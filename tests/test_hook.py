@@ -217,3 +217,52 @@ def test_prefixed_extras_and_bare_host(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert "p4ssword" not in repr(s)
     assert s.ui_url == "https://vcsa.example.com:5480/"
+
+
+@pytest.mark.parametrize("api_enabled", [True, False], ids=["api", "rest"])
+def test_parts_start_and_cancel_in_both_dialects(sim: Simulator, connect: Connect, api_enabled: bool) -> None:
+    from airflow_provider_backupjob.models import BackupRequest
+
+    sim.set_api_enabled(api_enabled)
+    sim.set_start_script(inprogress_polls=100)
+    connect()
+    with hook() as h:
+        assert h.list_parts() == ["common", "seat"]
+        started = h.start_backup(BackupRequest(parts=["common"], location_type="NFS", location="nfs://f/b"))
+        assert h.list_jobs() == [started.id]
+        assert h.cancel_job(started.id).status == "OK"
+        cancelled = h.get_job(started.id)
+    assert cancelled.state is BackupJobState.FAILED and "cancel" in cancelled.message_text.lower()
+    assert sim.stats()["cancels"] == 1 and sim.stats()["open_sessions"] == 0
+
+
+def test_non_idempotent_requests_retry_only_when_never_sent() -> None:
+    from tenacity import Retrying
+
+    from airflow_provider_backupjob.protocol import HttpRequest
+
+    start = HttpRequest("POST", "/api/appliance/recovery/backup/job", "start a backup", idempotent=False)
+    for sent, expected in ((False, FAST.attempts), (True, 1)):
+        calls = 0
+        with pytest.raises(VCenterUnavailableError):  # noqa: PT012
+            for attempt in Retrying(**FAST.tenacity_kwargs(start)):
+                with attempt:
+                    calls += 1
+                    raise VCenterUnavailableError("connection failed", request_sent=sent)
+        assert calls == expected
+
+
+def test_async_hook_lists_jobs_and_logs_out(sim: Simulator, connect: Connect) -> None:
+    import asyncio
+
+    from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
+
+    job = sim.add_job()
+    connect()
+
+    async def main() -> list[str]:
+        async with AsyncBackupJobHook(retry_policy=FAST) as h:
+            return await h.list_jobs()
+
+    assert asyncio.run(main()) == [job]
+    assert sim.stats()["logins"] == sim.stats()["logouts"] == 1

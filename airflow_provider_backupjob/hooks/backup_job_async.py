@@ -9,8 +9,9 @@ import asyncio
 import functools
 import logging
 import ssl
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 from airflow.sdk import BaseHook
@@ -120,11 +121,13 @@ class AsyncBackupJobHook:
             raise error_for(req, resp)
         return resp
 
-    async def run(self, exchange_of: Any, policy: RetryPolicy | None = None) -> Any:
-        """Drive the exchange returned by ``exchange_of(session)``; errors name the host."""
+    async def run(
+        self, exchange_of: Callable[[VCenterSession], Exchange[T]], policy: RetryPolicy | None = None
+    ) -> T:
+        """Drive the exchange ``exchange_of(session)`` returns; errors name the host."""
         settings, client, session = await self._setup()
         chosen = policy or self.retry_policy
-        exchange: Exchange[Any] = exchange_of(session)
+        exchange = exchange_of(session)
 
         async def send(req: HttpRequest) -> HttpResponse:
             async for attempt in AsyncRetrying(**chosen.tenacity_kwargs(req)):
@@ -138,8 +141,10 @@ class AsyncBackupJobHook:
             raise err.with_context(host=settings.host) from err.__cause__
 
     async def get_job(self, job_id: str) -> BackupJobStatus:
-        status: BackupJobStatus = await self.run(lambda session: session.get_job(job_id))
-        return status
+        return await self.run(lambda session: session.get_job(job_id))
+
+    async def list_jobs(self) -> list[str]:
+        return await self.run(lambda session: session.list_jobs())
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Log out (one bounded attempt, also when the waiting task was cancelled) and close. Never raises."""
