@@ -102,6 +102,11 @@ class VCenterAuthError(VCenterError):
     """Bad credentials, a missing privilege, or a login refused at the session cap."""
 
 
+class VCenterConfigError(VCenterError, ValueError):
+    """An invalid argument or connection setting (a job id with path characters, no host...):
+    nothing was sent, and retrying cannot help."""
+
+
 class BackupJobNotFound(VCenterError):
     """The appliance has no backup job with that id (404)."""
 
@@ -119,6 +124,7 @@ _EVENT_KINDS: dict[str, type[VCenterError]] = {
         VCenterUnavailableError,
         VCenterTLSError,
         VCenterAuthError,
+        VCenterConfigError,
         BackupJobNotFound,
         BackupAlreadyRunning,
     )

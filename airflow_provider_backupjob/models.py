@@ -14,7 +14,7 @@ from typing import Any
 import pendulum
 from pendulum import DateTime
 
-from airflow_provider_backupjob.exceptions import UnexpectedResponseError
+from airflow_provider_backupjob.exceptions import UnexpectedResponseError, VCenterConfigError
 
 
 class BackupJobState(str, Enum):
@@ -176,15 +176,15 @@ class BackupRequest:
 
     def __post_init__(self) -> None:
         if not self.parts or not all(isinstance(p, str) and p for p in self.parts):
-            raise ValueError("parts must be a non-empty list of part ids, e.g. ['common']")
+            raise VCenterConfigError("parts must be a non-empty list of part ids, e.g. ['common']")
         if self.location_type not in self.LOCATION_TYPES:
-            raise ValueError(
+            raise VCenterConfigError(
                 f"location_type must be one of {', '.join(self.LOCATION_TYPES)}, not {self.location_type!r}"
             )
         if not self.location:
-            raise ValueError("location (the URL of the backup folder) is required")
+            raise VCenterConfigError("location (the URL of the backup folder) is required")
         if self.backup_password is not None and not 8 <= len(self.backup_password) <= 20:
-            raise ValueError("backup_password must be 8 to 20 characters long")
+            raise VCenterConfigError("backup_password must be 8 to 20 characters long")
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {

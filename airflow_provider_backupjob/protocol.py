@@ -25,6 +25,7 @@ from airflow_provider_backupjob.exceptions import (
     UnexpectedResponseError,
     VCenterApiError,
     VCenterAuthError,
+    VCenterConfigError,
     VCenterError,
     VCenterUnavailableError,
 )
@@ -62,7 +63,7 @@ def validate_job_id(job_id: object) -> str:
     characters, and not made of dots alone (``..`` would climb out of ``.../backup/job/``).
     """
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id) or set(job_id) == {"."}:
-        raise ValueError(
+        raise VCenterConfigError(
             f"invalid backup job id {job_id!r:.200}: expected 1 to 128 letters, digits, '-', '_', '.' "
             "or ':' (for example '20170717-132629-5318154')"
         )
@@ -305,7 +306,7 @@ class VCenterSession:
 
     def __init__(self, *, username: str, password: str, api_style: str = "auto") -> None:
         if api_style not in API_STYLES:
-            raise ValueError(f"api_style must be one of {', '.join(API_STYLES)}, not {api_style!r}")
+            raise VCenterConfigError(f"api_style must be one of {', '.join(API_STYLES)}, not {api_style!r}")
         self._username = username
         self._password = password
         self.dialect: Dialect | None = None if api_style == "auto" else Dialect(api_style)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from airflow_provider_backupjob.exceptions import VCenterConfigError
 from airflow_provider_backupjob.protocol import API_STYLES
 
 CONN_TYPE = "vcenter_backup"
@@ -48,7 +49,7 @@ def _as_bool(value: Any, name: str) -> bool:
         return True
     if text in ("false", "0", "no", "off"):
         return False
-    raise ValueError(f"connection extra {name!r} must be true or false, not {value!r}")
+    raise VCenterConfigError(f"connection extra {name!r} must be true or false, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -73,16 +74,18 @@ class ConnectionSettings:
         named = f"connection {conn_id!r}" if conn_id else "the connection"
         raw_host = (conn.host or "").strip()
         if not raw_host:
-            raise ValueError(f"{named} has no host: set it to the vCenter address, e.g. vcsa.example.com")
+            raise VCenterConfigError(
+                f"{named} has no host: set it to the vCenter address, e.g. vcsa.example.com"
+            )
         if "://" not in raw_host:
             raw_host = f"https://{raw_host}"
         parts = urlsplit(raw_host)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{named}: host must be a name or an http(s):// URL, not {conn.host!r}")
+            raise VCenterConfigError(f"{named}: host must be a name or an http(s):// URL, not {conn.host!r}")
         port = conn.port or parts.port or DEFAULT_PORT
         hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         if not conn.login or not conn.password:
-            raise ValueError(f"{named} needs a login (the SSO user) and a password")
+            raise VCenterConfigError(f"{named} needs a login (the SSO user) and a password")
 
         extras = conn.extra_dejson or {}
         verify_raw = _extra(extras, "verify_ssl")
@@ -90,18 +93,22 @@ class ConnectionSettings:
         ca_bundle = _extra(extras, "ca_bundle")
         if ca_bundle and verify:
             if not os.path.isfile(str(ca_bundle)):
-                raise ValueError(f"{named}: ca_bundle {ca_bundle!r} is not a readable file")
+                raise VCenterConfigError(f"{named}: ca_bundle {ca_bundle!r} is not a readable file")
             verify = str(ca_bundle)
         api_style = str(_extra(extras, "api_style") or "auto").lower()
         if api_style not in API_STYLES:
-            raise ValueError(f"{named}: api_style must be one of {', '.join(API_STYLES)}, not {api_style!r}")
+            raise VCenterConfigError(
+                f"{named}: api_style must be one of {', '.join(API_STYLES)}, not {api_style!r}"
+            )
         timeout_raw = _extra(extras, "timeout")
         try:
             timeout = float(timeout_raw) if timeout_raw is not None else DEFAULT_TIMEOUT
         except (TypeError, ValueError):
-            raise ValueError(f"{named}: timeout must be a number of seconds, not {timeout_raw!r}") from None
+            raise VCenterConfigError(
+                f"{named}: timeout must be a number of seconds, not {timeout_raw!r}"
+            ) from None
         if timeout <= 0:
-            raise ValueError(f"{named}: timeout must be positive, not {timeout}")
+            raise VCenterConfigError(f"{named}: timeout must be positive, not {timeout}")
         return cls(
             base_url=f"{parts.scheme}://{hostname}:{port}",
             host=f"{hostname}:{port}",

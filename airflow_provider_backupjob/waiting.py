@@ -20,6 +20,7 @@ from airflow_provider_backupjob.exceptions import (
     BackupJobNotFound,
     UnexpectedResponseError,
     VCenterAuthError,
+    VCenterConfigError,
     VCenterError,
     VCenterTLSError,
     VCenterUnavailableError,
@@ -83,7 +84,7 @@ def job_outcome(job_id: str, status: BackupJobStatus | None, error: VCenterError
     if error is not None:
         if isinstance(error, BackupJobNotFound):
             raise AirflowFailException(f"backup job {job_id} does not exist on vCenter {error.host}: {error}")
-        if isinstance(error, (VCenterAuthError, VCenterTLSError)):
+        if isinstance(error, (VCenterAuthError, VCenterTLSError, VCenterConfigError)):
             raise AirflowFailException(str(error))
         if isinstance(error, VCenterUnavailableError):
             raise AirflowException(f"vCenter {error.host} unavailable: {error}")

@@ -230,12 +230,22 @@ def test_reschedule_mode_logs_out_after_every_poke(sim: Simulator, connect: Conn
     assert stats["logins"] == stats["logouts"] == 4
 
 
-def test_bad_job_id_fails_before_any_request(sim: Simulator, connect: Connect) -> None:
+def test_templated_fields() -> None:
+    assert set(BackupJobSensor.template_fields) == {"job_id", "vcenter_conn_id"}
+
+
+@pytest.mark.parametrize("job_id", ["", "../../session", "a b"])
+def test_bad_job_id_fails_without_retries_and_sends_nothing(
+    sim: Simulator, connect: Connect, job_id: str
+) -> None:
     connect()
-    with pytest.raises(ValueError, match="invalid backup job id"):
-        sensor("../../session").execute({})
+    with pytest.raises(AirflowFailException, match="invalid backup job id"):
+        sensor(job_id).execute({})
     assert sim.stats()["requests"] == 0
 
 
-def test_templated_fields() -> None:
-    assert set(BackupJobSensor.template_fields) == {"job_id", "vcenter_conn_id"}
+def test_bad_connection_setting_fails_without_retries(sim: Simulator, connect: Connect) -> None:
+    connect(api_style="soap")
+    with pytest.raises(AirflowFailException, match="api_style must be one of"):
+        sensor("20170717-132629-5318154").execute({})
+    assert sim.stats()["requests"] == 0

@@ -143,12 +143,16 @@ class StartBackupJobOperator(OwnsBackupJobHook, BaseOperator):
     def execute(self, context: Context) -> Any:
         from airflow_provider_backupjob.exceptions import (
             BackupAlreadyRunning,
+            VCenterConfigError,
             VCenterError,
             VCenterUnavailableError,
         )
 
         try:
-            request = self.backup_request()
+            try:
+                request = self.backup_request()
+            except VCenterConfigError as err:  # nothing was sent; a retry cannot help
+                raise AirflowFailException(str(err)) from None
             try:
                 status = self.hook.start_backup(request)
             except BackupAlreadyRunning as err:

@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_backupjob.exceptions import VCenterError, VCenterUnavailableError
+from airflow_provider_backupjob.exceptions import VCenterConfigError, VCenterError, VCenterUnavailableError
 from airflow_provider_backupjob.settings import DEFAULT_CONN_ID
 
 
@@ -97,12 +97,8 @@ class BackupJobTrigger(BaseTrigger):
                 self.log.warning("vCenter unavailable (%s); trying again in %.1f s", err, pause)
             except VCenterError as err:
                 return {**base, "status": "error", "error": err.to_event()}
-            except ValueError as err:  # a bad job id or connection: the task should say so
-                return {
-                    **base,
-                    "status": "error",
-                    "error": {"kind": "VCenterApiError", "detail": f"invalid configuration: {err}"},
-                }
+            except ValueError as err:  # a bad setting raised by code outside this package
+                return {**base, "status": "error", "error": VCenterConfigError(str(err)).to_event()}
             else:
                 if status.is_terminal:
                     return {**base, "status": "terminal", "job": status.to_dict()}
