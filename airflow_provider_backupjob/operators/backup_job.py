@@ -76,7 +76,7 @@ class StartBackupJobOperator(OwnsBackupJobHook, BaseOperator):
         *,
         location: str,
         location_type: str | None = None,
-        parts: Sequence[str] = ("common",),
+        parts: Sequence[str] | str = ("common",),
         vcenter_conn_id: str = DEFAULT_CONN_ID,
         location_conn_id: str | None = None,
         location_user: str | None = None,
@@ -94,7 +94,7 @@ class StartBackupJobOperator(OwnsBackupJobHook, BaseOperator):
         super().__init__(**kwargs)
         self.location = location
         self.location_type = location_type
-        self.parts = list(parts)
+        self.parts = parts
         self.vcenter_conn_id = vcenter_conn_id
         self.location_conn_id = location_conn_id
         self.location_user = location_user
@@ -130,7 +130,7 @@ class StartBackupJobOperator(OwnsBackupJobHook, BaseOperator):
                 mask_secret(secret)
         location_type = self.location_type or urlsplit(self.location).scheme.upper()
         return BackupRequest(
-            parts=self.parts,
+            parts=[self.parts] if isinstance(self.parts, str) else list(self.parts),
             location_type=location_type,
             location=self.location,
             location_user=user or None,
