@@ -1,0 +1,194 @@
+"""DAG-run scenarios: triggered through the REST API, run by the real scheduler, checked through the API."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from api import AirflowApi
+from procs import E2EError, Service
+
+from airflow_provider_backupjob.simulator.client import SimulatorClient
+
+GATE_TASKS = ("wait_for_backup", "patch_cluster")
+TERMINAL = {"success", "failed"}
+MISSING_JOB_ID = "20990101-000000-0000000"
+# What Airflow's task runner logs when a sensor defers or reschedules: proof of the mode that ran.
+DEFERRED = "Pausing task as DEFERRED"
+RESCHEDULED = "Rescheduling task, marking task as UP_FOR_RESCHEDULE"
+NOT_POKE = (DEFERRED, RESCHEDULED)
+
+
+@dataclass
+class Scenario:
+    name: str
+    dag_id: str
+    expect_run: str
+    expect_tasks: dict[str, str]
+    job: dict[str, Any] | None = None  # a simulator job to create; its id goes in the run's conf
+    job_id: str | None = None  # or a fixed job id (one the simulator does not have)
+    log_has: tuple[str, ...] = ()  # texts the first task's log (read through the API) must contain
+    log_lacks: tuple[str, ...] = ()  # and must not
+    # The appliance (and the simulator) runs one backup at a time: a DAG that starts one runs in the
+    # first wave, with no scripted job in progress; the gate scenarios, which script jobs, in the second.
+    wave: int = 2
+    run_id: str = ""
+    started: float = 0.0
+    seconds: float = 0.0
+    run_state: str = "-"
+    task_states: dict[str, str | None] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and self.run_state == self.expect_run
+
+    @property
+    def expected(self) -> str:
+        """The run's state [its tasks' states, in DAG order]."""
+        return f"{self.expect_run} [{', '.join(self.expect_tasks.values())}]"
+
+    @property
+    def actual(self) -> str:
+        return f"{self.run_state} [{', '.join(str(self.task_states.get(k)) for k in self.expect_tasks)}]"
+
+
+def gate(state: str) -> dict[str, str]:
+    if state == "success":
+        return dict.fromkeys(GATE_TASKS, "success")
+    return {"wait_for_backup": "failed", "patch_cluster": "upstream_failed"}
+
+
+def all_scenarios() -> list[Scenario]:
+    # A few polls each (POKE_INTERVAL apart): every state is seen, and a deferred task's exit reaches the
+    # scheduler before its trigger fires (see AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL in stack.py).
+    ok_job = {"outcome": "SUCCEEDED", "none_polls": 1, "inprogress_polls": 2}
+    failing_job = {"outcome": "FAILED", "none_polls": 0, "inprogress_polls": 2}
+    ok, failed = gate("success"), gate("failed")
+    gate_poke, gate_reschedule, gate_deferrable = (
+        "vcenter_backup_gate",
+        "vcenter_backup_gate_reschedule",
+        "vcenter_backup_gate_deferrable",
+    )
+    return [
+        Scenario("gate, poke, job succeeds", gate_poke, "success", ok, job=ok_job, log_lacks=NOT_POKE),
+        Scenario(
+            "gate, reschedule, job succeeds",
+            gate_reschedule,
+            "success",
+            ok,
+            job={"outcome": "SUCCEEDED", "none_polls": 0, "inprogress_polls": 2},
+            log_has=(RESCHEDULED,),
+        ),
+        Scenario(
+            "gate, deferrable, job succeeds", gate_deferrable, "success", ok, job=ok_job, log_has=(DEFERRED,)
+        ),
+        Scenario(
+            "gate, deferrable, job FAILS",
+            gate_deferrable,
+            "failed",
+            failed,
+            job=failing_job,
+            log_has=(DEFERRED, "FAILED (progress"),
+        ),
+        Scenario(
+            "gate, poke, job FAILS",
+            gate_poke,
+            "failed",
+            failed,
+            job=failing_job,
+            log_has=("FAILED (progress",),
+            log_lacks=NOT_POKE,
+        ),
+        Scenario(
+            "gate, poke, missing job id",
+            gate_poke,
+            "failed",
+            failed,
+            job_id=MISSING_JOB_ID,
+            log_has=("does not exist",),
+            wave=1,
+        ),
+        Scenario(
+            "start_and_wait (deferrable)",
+            "vcenter_backup_start_and_wait",
+            "success",
+            {"start_backup": "success", "report": "success"},
+            log_has=(DEFERRED,),
+            wave=1,
+        ),
+    ]
+
+
+def trigger_all(api: AirflowApi, sim: SimulatorClient, scenarios: list[Scenario]) -> None:
+    for sc in scenarios:
+        conf = None
+        if sc.job is not None:
+            sc.job_id = sim.add_job(**sc.job)
+        if sc.job_id is not None:
+            conf = {"job_id": sc.job_id}
+        sc.started = time.monotonic()
+        sc.run_id = api.trigger(sc.dag_id, conf)
+        print(
+            f"  triggered {sc.dag_id} run {sc.run_id} (job {sc.job_id or 'started by the DAG'})", flush=True
+        )
+
+
+def wait_all(
+    api: AirflowApi, scenarios: list[Scenario], timeout: float, services: tuple[Service, ...]
+) -> None:
+    """Poll every run until it is success or failed; a run still going at ``timeout`` is a failure."""
+    pending = list(scenarios)
+    deadline = time.monotonic() + timeout
+    while pending:
+        for svc in services:
+            svc.check_alive()
+        for sc in list(pending):
+            state = api.run_state(sc.dag_id, sc.run_id)
+            if state in TERMINAL:
+                sc.seconds = time.monotonic() - sc.started
+                sc.run_state = state
+                pending.remove(sc)
+                print(f"  {sc.name}: run {state} after {sc.seconds:.1f} s", flush=True)
+        if pending and time.monotonic() >= deadline:
+            for sc in pending:
+                sc.run_state = api.run_state(sc.dag_id, sc.run_id)
+                sc.task_states = api.task_states(sc.dag_id, sc.run_id)
+                sc.seconds = time.monotonic() - sc.started
+                sc.problems.append(f"run still {sc.run_state} after {timeout:g} s (tasks: {sc.task_states})")
+            logs = "\n".join(s.tail(15) for s in services)
+            raise E2EError(f"timed out after {timeout:g} s waiting for DAG runs to finish\n{logs}")
+        time.sleep(1)
+
+
+def check_all(api: AirflowApi, sim: SimulatorClient, scenarios: list[Scenario]) -> None:
+    for sc in scenarios:
+        sc.task_states = api.task_states(sc.dag_id, sc.run_id)
+        if sc.run_state != sc.expect_run:
+            sc.problems.append(f"run state {sc.run_state}, expected {sc.expect_run}")
+        for task, want in sc.expect_tasks.items():
+            got = sc.task_states.get(task)
+            if got != want:
+                sc.problems.append(f"task {task} {got}, expected {want}")
+        first = next(iter(sc.expect_tasks))
+        text = api.task_log(sc.dag_id, sc.run_id, first)
+        for needle in sc.log_has:
+            if needle not in text:
+                sc.problems.append(f"the log of {first} does not say {needle!r}")
+        for needle in sc.log_lacks:
+            if needle in text:
+                sc.problems.append(f"the log of {first} says {needle!r}")
+        if sc.expect_run == "success" and sc.job is not None:
+            info = sim.job_info(sc.job_id or "")
+            polls = info["polls"] if info else 0
+            want_polls = sc.job["none_polls"] + sc.job["inprogress_polls"] + 1
+            if polls < want_polls:  # every scripted state was seen: it really waited
+                sc.problems.append(
+                    f"the simulator saw {polls} polls of job {sc.job_id}, expected >= {want_polls}"
+                )
+        if sc.dag_id == "vcenter_backup_start_and_wait" and sc.run_state == "success":
+            job_id = api.xcom(sc.dag_id, sc.run_id, "start_backup", "job_id")
+            sc.job_id = str(job_id)
+            if sim.job_state(sc.job_id) != "SUCCEEDED":
+                sc.problems.append(f"the simulator's job {job_id} is {sim.job_state(sc.job_id)}")
