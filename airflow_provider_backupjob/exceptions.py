@@ -94,8 +94,15 @@ class VCenterTLSError(VCenterApiError):
     )
 
     @classmethod
-    def unverified(cls, host: str, reason: object) -> VCenterTLSError:
-        return cls(f"the TLS certificate of vCenter could not be verified ({reason}); {cls.HINT}", host=host)
+    def from_ssl_error(cls, host: str, err: object, *, certificate: bool) -> VCenterTLSError:
+        """``certificate``: the handshake failed on verification (else on anything else TLS)."""
+        if certificate:
+            return cls(f"the TLS certificate of vCenter could not be verified ({err}); {cls.HINT}", host=host)
+        return cls(
+            f"the TLS handshake with vCenter failed ({err}); check that the host and port serve HTTPS "
+            "(an http:// host talks plain HTTP)",
+            host=host,
+        )
 
 
 class VCenterAuthError(VCenterError):

@@ -158,7 +158,7 @@ def _snippet(body: bytes) -> str:
 def decode_json(resp: HttpResponse) -> Any:
     try:
         return json.loads(resp.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise UnexpectedResponseError(
             f"unexpected response from vCenter: HTTP {resp.status} with a body that is not JSON "
             f"({resp.content_type or 'no content type'}): {_snippet(resp.body)!r}"
@@ -179,7 +179,7 @@ def error_details(resp: HttpResponse) -> tuple[str | None, list[str]]:
     """vCenter's error name (``not_found``) and messages from an error body of either dialect."""
     try:
         body = json.loads(resp.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None, []
     if not isinstance(body, dict):
         return None, []
@@ -232,7 +232,11 @@ def error_for(req: HttpRequest, resp: HttpResponse) -> VCenterError:
                 **kw,
             )
     if status == 401:
-        return VCenterAuthError(f"vCenter did not accept the session to {req.operation}", **kw)
+        # Only sent after a fresh login was accepted and the request was refused again: the
+        # credentials are good, so this is vCenter's session service misbehaving, worth a retry.
+        return VCenterApiError(
+            f"vCenter did not accept a fresh session to {req.operation} (HTTP 401 right after a login)", **kw
+        )
     if status == 403:
         return VCenterAuthError(f"the user is not allowed to {req.operation}: {PRIVILEGE_HINT}", **kw)
     if status == 404 and req.job_id is not None:

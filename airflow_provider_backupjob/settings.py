@@ -64,6 +64,15 @@ class ConnectionSettings:
     api_style: str = "auto"
     timeout: float = DEFAULT_TIMEOUT
 
+    def verify_off_warning(self, conn_id: str) -> str | None:
+        """What to warn, once per hook, when certificate verification is turned off."""
+        if self.verify is not False:
+            return None
+        return (
+            f"TLS certificate verification is OFF for vCenter {self.host} (connection {conn_id}): "
+            "anyone on the path can read the credentials; set ca_bundle instead"
+        )
+
     @property
     def ui_url(self) -> str:
         """The appliance management interface (VAMI)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import pytest
 
@@ -236,20 +237,26 @@ def test_parts_start_and_cancel_in_both_dialects(sim: Simulator, connect: Connec
     assert sim.stats()["cancels"] == 1 and sim.stats()["open_sessions"] == 0
 
 
-def test_non_idempotent_requests_retry_only_when_never_sent() -> None:
-    from tenacity import Retrying
+def test_a_start_is_retried_only_when_it_was_never_sent(
+    sim: Simulator, connect: Connect, mocker: Any
+) -> None:
+    from airflow_provider_backupjob.models import BackupRequest
 
-    from airflow_provider_backupjob.protocol import HttpRequest
-
-    start = HttpRequest("POST", "/api/appliance/recovery/backup/job", "start a backup", idempotent=False)
-    for sent, expected in ((False, FAST.attempts), (True, 1)):
-        calls = 0
-        with pytest.raises(VCenterUnavailableError):  # noqa: PT012
-            for attempt in Retrying(**FAST.tenacity_kwargs(start)):
-                with attempt:
-                    calls += 1
-                    raise VCenterUnavailableError("connection failed", request_sent=sent)
-        assert calls == expected
+    request = BackupRequest(parts=["common"], location_type="NFS", location="nfs://f/b")
+    connect()
+    with hook() as h:
+        h.list_jobs()  # logged in: what follows is about the start request alone
+        sim.inject("reset_after_read", method="POST", path_contains="/backup/job")
+        sends = mocker.spy(h, "_send_once")
+        with pytest.raises(VCenterUnavailableError, match="failed during the request"):
+            h.start_backup(request)
+        assert sends.call_count == 1 and sim.stats()["backups_started"] == 1
+    connect(port=free_port())  # nothing listens: the request surely never left
+    with hook() as h:
+        sends = mocker.spy(h, "_send_once")
+        with pytest.raises(VCenterUnavailableError, match="could not reach"):
+            h.start_backup(request)
+        assert sends.call_count == FAST.attempts  # the login, retried; the start was never reached
 
 
 def test_async_hook_lists_jobs_and_logs_out(sim: Simulator, connect: Connect) -> None:

@@ -143,8 +143,9 @@ def test_expired_session_logs_in_again_once() -> None:
     assert s.logins == 2
 
     again = Script(expired, ok("t3", status=201), expired)
-    with pytest.raises(VCenterAuthError):
+    with pytest.raises(VCenterApiError, match="did not accept a fresh session") as info:
         drive(s.get_job(JOB), again)
+    assert not isinstance(info.value, VCenterAuthError)  # the login was accepted: worth a task retry
     assert len(again.sent) == 3  # one re-login, never a loop
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
+import time
 import warnings
 from types import TracebackType
 from typing import Any, TypeVar
 
 import requests
 from airflow.sdk import BaseHook
-from tenacity import Retrying
+from tenacity import RetryCallState, Retrying
 from urllib3.exceptions import InsecureRequestWarning, NewConnectionError
 
 from airflow_provider_backupjob.exceptions import (
@@ -72,13 +74,8 @@ class BackupJobHook(BaseHook):
         if self._settings is None:
             conn = self.get_connection(self.vcenter_conn_id)
             self._settings = ConnectionSettings.from_connection(conn, self.vcenter_conn_id)
-            if self._settings.verify is False:
-                self.log.warning(
-                    "TLS certificate verification is OFF for vCenter %s (connection %s): "
-                    "anyone on the path can read the credentials",
-                    self._settings.host,
-                    self.vcenter_conn_id,
-                )
+            if warning := self._settings.verify_off_warning(self.vcenter_conn_id):
+                self.log.warning(warning)
         return self._settings
 
     @property
@@ -112,7 +109,8 @@ class BackupJobHook(BaseHook):
                     allow_redirects=False,
                 )
         except requests.exceptions.SSLError as err:
-            raise VCenterTLSError.unverified(s.host, _root_reason(err)) from None
+            certificate = _caused_by(err, ssl.SSLCertVerificationError)
+            raise VCenterTLSError.from_ssl_error(s.host, _root_reason(err), certificate=certificate) from None
         except requests.exceptions.ConnectTimeout:
             raise VCenterUnavailableError(
                 f"timed out connecting to vCenter to {req.operation}", request_sent=False
@@ -139,19 +137,30 @@ class BackupJobHook(BaseHook):
         return resp
 
     def _send(self, req: HttpRequest, policy: RetryPolicy) -> HttpResponse:
-        def log_retry(state: Any) -> None:
-            self.log.warning(
-                "vCenter %s: %s (attempt %d); retrying in %.1f s",
-                self.settings.host,
-                state.outcome.exception(),
-                state.attempt_number,
-                state.next_action.sleep,
-            )
+        try:
+            return self._send_once(req)
+        except VCenterUnavailableError as err:
+            retrying = policy.retries_after(req, err)
+            if retrying is None:
+                raise
+            wait = policy.first_wait()
+            self._log_retry(err, 1, wait)
+            time.sleep(wait)
 
-        for attempt in Retrying(**policy.tenacity_kwargs(req), before_sleep=log_retry):
+        def log_retry(state: RetryCallState) -> None:
+            assert state.outcome is not None
+            assert state.next_action is not None
+            self._log_retry(state.outcome.exception(), state.attempt_number + 1, state.next_action.sleep)
+
+        for attempt in Retrying(**retrying, before_sleep=log_retry):
             with attempt:
                 return self._send_once(req)
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+    def _log_retry(self, err: BaseException | None, attempt: int, wait: float) -> None:
+        self.log.warning(
+            "vCenter %s: %s (attempt %d); retrying in %.1f s", self.settings.host, err, attempt, wait
+        )
 
     def run(self, exchange: Exchange[T], policy: RetryPolicy | None = None) -> T:
         """Drive one protocol exchange; every error comes out naming the host."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import ssl
 from collections.abc import Callable
 from types import TracebackType
@@ -40,15 +41,20 @@ T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=16)
-def _ssl_context(cafile: str | None) -> ssl.SSLContext:
-    """One verifying context per CA file per process: building one costs milliseconds of CPU."""
+def _ssl_context(cafile: str | None, version: tuple[int, int] | None) -> ssl.SSLContext:
+    """One verifying context per CA file (and version of it) per process: building one costs
+    milliseconds of CPU, and thousands of triggers may share it. ``version`` makes a CA bundle
+    replaced on disk (a renewed VMCA root) take effect for the triggers that start after it."""
     return ssl.create_default_context(cafile=cafile)
 
 
 def _verify(setting: bool | str) -> ssl.SSLContext | bool:
     if setting is False:
         return False
-    return _ssl_context(setting if isinstance(setting, str) else None)
+    if isinstance(setting, str):
+        stat = os.stat(setting)
+        return _ssl_context(setting, (stat.st_mtime_ns, stat.st_size))
+    return _ssl_context(None, None)
 
 
 def _has_cause(err: BaseException, kind: type[BaseException]) -> bool:
@@ -80,6 +86,8 @@ class AsyncBackupJobHook:
         if self.settings is None:
             conn = await BaseHook.aget_connection(self.vcenter_conn_id)
             self.settings = ConnectionSettings.from_connection(conn, self.vcenter_conn_id)
+            if warning := self.settings.verify_off_warning(self.vcenter_conn_id):
+                self.log.warning(warning)
         if self._client is None:
             self._client = httpx.AsyncClient(
                 base_url=self.settings.base_url,
@@ -98,8 +106,9 @@ class AsyncBackupJobHook:
         try:
             r = await client.request(req.method, req.target, headers=req.headers, json=req.json_body)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
-            if _has_cause(err, ssl.SSLCertVerificationError):
-                raise VCenterTLSError.unverified(host, err) from None
+            if _has_cause(err, ssl.SSLError):
+                certificate = _has_cause(err, ssl.SSLCertVerificationError)
+                raise VCenterTLSError.from_ssl_error(host, err, certificate=certificate) from None
             raise VCenterUnavailableError(
                 f"could not reach vCenter to {req.operation}: {type(err).__name__}: {err}", request_sent=False
             ) from None
@@ -130,7 +139,14 @@ class AsyncBackupJobHook:
         exchange = exchange_of(session)
 
         async def send(req: HttpRequest) -> HttpResponse:
-            async for attempt in AsyncRetrying(**chosen.tenacity_kwargs(req)):
+            try:
+                return await self._send_once(client, settings.host, req)
+            except VCenterUnavailableError as err:
+                retrying = chosen.retries_after(req, err)
+                if retrying is None:
+                    raise
+                await asyncio.sleep(chosen.first_wait())
+            async for attempt in AsyncRetrying(**retrying):
                 with attempt:
                     return await self._send_once(client, settings.host, req)
             raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
