@@ -74,9 +74,18 @@ class AsyncBackupJobHook:
     The connection is resolved with Airflow's async-safe lookup; the HTTP client is made on first use.
     """
 
-    def __init__(self, vcenter_conn_id: str = DEFAULT_CONN_ID, *, retry_policy: RetryPolicy | None = None):
+    def __init__(
+        self,
+        vcenter_conn_id: str = DEFAULT_CONN_ID,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        keepalive_expiry: float = 5.0,
+    ):
         self.vcenter_conn_id = vcenter_conn_id
         self.retry_policy = retry_policy or RetryPolicy()
+        # A poller should keep its connection past one poll interval: with httpx's default of 5 s,
+        # every poll at the usual 30-60 s intervals paid a new TCP (and TLS) handshake.
+        self.keepalive_expiry = keepalive_expiry
         self.settings: ConnectionSettings | None = None
         self._client: httpx.AsyncClient | None = None
         self._vcenter: VCenterSession | None = None
@@ -96,6 +105,8 @@ class AsyncBackupJobHook:
                 headers={"Accept": "application/json"},
                 trust_env=False,
                 follow_redirects=False,
+                # one request at a time per hook: one connection, kept across polls
+                limits=httpx.Limits(max_connections=1, keepalive_expiry=self.keepalive_expiry),
             )
         if self._vcenter is None:
             s = self.settings

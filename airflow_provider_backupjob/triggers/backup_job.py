@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,6 +12,10 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_backupjob.exceptions import VCenterConfigError, VCenterError, VCenterUnavailableError
 from airflow_provider_backupjob.settings import DEFAULT_CONN_ID
+
+# vCenter's reverse proxy closes idle connections after a while; past this, reconnecting is cheaper
+# than holding thousands of idle sockets.
+KEEPALIVE_MAX = 120.0
 
 
 class BackupJobTrigger(BaseTrigger):
@@ -60,7 +65,11 @@ class BackupJobTrigger(BaseTrigger):
         from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
         from airflow_provider_backupjob.waiting import poll_retry_policy
 
-        return AsyncBackupJobHook(self.vcenter_conn_id, retry_policy=poll_retry_policy(self.poll_interval))
+        return AsyncBackupJobHook(
+            self.vcenter_conn_id,
+            retry_policy=poll_retry_policy(self.poll_interval),
+            keepalive_expiry=min(self.poll_interval + 15.0, KEEPALIVE_MAX),
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self._hook()
@@ -105,4 +114,7 @@ class BackupJobTrigger(BaseTrigger):
                 self.log.info(
                     "Backup job %s is %s, %d%% done", self.job_id, status.state.value, status.progress
                 )
+            # a little jitter, so triggers that started together (a triggerer taking on a backlog) do
+            # not keep polling in one burst per interval
+            pause += random.uniform(0, min(0.05 * pause, 1.0))  # noqa: S311
             await asyncio.sleep(max(0.0, min(pause, self._left())))
