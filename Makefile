@@ -64,6 +64,8 @@ lock: $(UV)
 	cd requirements && ../$(UV) pip compile ../pyproject.toml --extra test --python-version 3.11 -o airflow-3.3.txt -q
 	cd requirements && ../$(UV) pip compile ../pyproject.toml --extra test --python-version 3.11 \
 	    -c lowest-constraints.txt -o airflow-3.2.txt -q
+	cd requirements && ../$(UV) pip compile ../pyproject.toml --extra test --extra bench --python-version 3.11 \
+	    -c airflow-3.3.txt -o bench.txt -q
 
 clean:
 	rm -rf .venv .venv-airflow-* $(TOOLS) .demo .e2e
