@@ -273,3 +273,18 @@ def test_soft_fail_skips_in_deferrable_mode_too() -> None:
         sensor.resume_execution("execute_complete", {"event": failed}, {})
     with pytest.raises(AirflowSkipException):
         sensor.resume_execution("execute_complete", {"event": {"status": "timeout", "job_id": JOB}}, {})
+
+
+@pytest.mark.asyncio
+async def test_triggers_of_one_loop_share_a_client_but_not_sessions(sim: Simulator, connect: Connect) -> None:
+    from airflow_provider_backupjob.hooks.backup_job_async import _clients
+
+    connect()
+    jobs = [sim.add_job(inprogress_polls=i % 4) for i in range(25)]
+    events = await asyncio.gather(*(first_event(trigger(job)) for job in jobs))
+    assert [e["job"]["id"] for e in events] == jobs
+    assert all(e["job"]["state"] == "SUCCEEDED" for e in events)
+    stats = sim.stats()
+    assert stats["logins"] == stats["logouts"] == 25  # one session per trigger
+    assert_no_session_left(sim)
+    assert _clients.open_clients() == 0  # the last trigger out closed the shared client

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import http.cookiejar
 import logging
 import os
 import ssl
+import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from airflow.sdk import BaseHook
@@ -40,21 +42,27 @@ from airflow_provider_backupjob.settings import DEFAULT_CONN_ID, ConnectionSetti
 T = TypeVar("T")
 
 
+CaVersion = tuple[bool | str, int, int]
+
+
+def _ca_version(setting: bool | str) -> CaVersion:
+    """The verify setting with its CA bundle file's version: a replaced bundle (a renewed VMCA
+    root) is a new setting, for the SSL contexts and the shared clients alike."""
+    if isinstance(setting, str):
+        stat = os.stat(setting)
+        return (setting, stat.st_mtime_ns, stat.st_size)
+    return (setting, 0, 0)
+
+
 @functools.lru_cache(maxsize=16)
-def _ssl_context(cafile: str | None, version: tuple[int, int] | None) -> ssl.SSLContext:
-    """One verifying context per CA file (and version of it) per process: building one costs
-    milliseconds of CPU, and thousands of triggers may share it. ``version`` makes a CA bundle
-    replaced on disk (a renewed VMCA root) take effect for the triggers that start after it."""
+def _ssl_context(version: CaVersion) -> ssl.SSLContext:
+    """One verifying context per CA bundle version per process: building one costs milliseconds."""
+    cafile = version[0] if isinstance(version[0], str) else None
     return ssl.create_default_context(cafile=cafile)
 
 
 def _verify(setting: bool | str) -> ssl.SSLContext | bool:
-    if setting is False:
-        return False
-    if isinstance(setting, str):
-        stat = os.stat(setting)
-        return _ssl_context(setting, (stat.st_mtime_ns, stat.st_size))
-    return _ssl_context(None, None)
+    return False if setting is False else _ssl_context(_ca_version(setting))
 
 
 def _has_cause(err: BaseException, kind: type[BaseException]) -> bool:
@@ -66,6 +74,67 @@ def _has_cause(err: BaseException, kind: type[BaseException]) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+class _SharedClients:
+    """One ``httpx.AsyncClient`` per appliance (and TLS settings) per event loop, shared by every
+    hook of that loop and closed when the last one lets go.
+
+    A triggerer watching a thousand jobs on one appliance then holds a small pool of connections
+    instead of a client and a socket per job. Sessions stay per hook: the token travels in a header
+    on each request, and the shared client takes no cookies (logins ask for header authentication).
+    """
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[object, ...], list[Any]]
+        ] = weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def _key(settings: ConnectionSettings, keepalive_expiry: float) -> tuple[object, ...]:
+        return (settings.base_url, _ca_version(settings.verify), settings.timeout, keepalive_expiry)
+
+    def open_clients(self) -> int:
+        """How many shared clients the running loop holds (for tests)."""
+        return len(self._by_loop.get(asyncio.get_running_loop(), {}))
+
+    def acquire(self, settings: ConnectionSettings, keepalive_expiry: float) -> httpx.AsyncClient:
+        shared = self._by_loop.setdefault(asyncio.get_running_loop(), {})
+        key = self._key(settings, keepalive_expiry)
+        entry = shared.get(key)
+        if entry is None:
+            client = httpx.AsyncClient(
+                base_url=settings.base_url,
+                verify=_verify(settings.verify),
+                timeout=settings.timeout,
+                headers={"Accept": "application/json"},
+                trust_env=False,
+                follow_redirects=False,
+                limits=httpx.Limits(
+                    max_connections=None, max_keepalive_connections=64, keepalive_expiry=keepalive_expiry
+                ),
+            )
+            client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+            entry = shared[key] = [client, 0]
+        entry[1] += 1
+        return entry[0]  # type: ignore[no-any-return]
+
+    async def release(
+        self, settings: ConnectionSettings, keepalive_expiry: float, client: httpx.AsyncClient
+    ) -> None:
+        shared = self._by_loop.get(asyncio.get_running_loop(), {})
+        key = self._key(settings, keepalive_expiry)
+        entry = shared.get(key)
+        if entry is None or entry[0] is not client:  # not ours to share (another loop): just close
+            await client.aclose()
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del shared[key]
+            await client.aclose()
+
+
+_clients = _SharedClients()
 
 
 class AsyncBackupJobHook:
@@ -98,16 +167,7 @@ class AsyncBackupJobHook:
             if warning := self.settings.verify_off_warning(self.vcenter_conn_id):
                 self.log.warning(warning)
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                base_url=self.settings.base_url,
-                verify=_verify(self.settings.verify),
-                timeout=self.settings.timeout,
-                headers={"Accept": "application/json"},
-                trust_env=False,
-                follow_redirects=False,
-                # one request at a time per hook: one connection, kept across polls
-                limits=httpx.Limits(max_connections=1, keepalive_expiry=self.keepalive_expiry),
-            )
+            self._client = _clients.acquire(self.settings, self.keepalive_expiry)
         if self._vcenter is None:
             s = self.settings
             self._vcenter = VCenterSession(username=s.username, password=s.password, api_style=s.api_style)
@@ -182,9 +242,9 @@ class AsyncBackupJobHook:
         except (VCenterError, asyncio.TimeoutError, OSError) as err:
             self.log.warning("Could not log out of vCenter: %s", err)
         finally:
-            if self._client is not None:
-                await self._client.aclose()
-                self._client = None
+            if self._client is not None and self.settings is not None:
+                client, self._client = self._client, None
+                await _clients.release(self.settings, self.keepalive_expiry, client)
 
     async def __aenter__(self) -> AsyncBackupJobHook:
         return self
