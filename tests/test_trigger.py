@@ -280,11 +280,11 @@ async def test_triggers_of_one_loop_share_a_client_but_not_sessions(sim: Simulat
     from airflow_provider_backupjob.hooks.backup_job_async import _clients
 
     connect()
-    jobs = [sim.add_job(inprogress_polls=i % 4) for i in range(25)]
+    jobs = [sim.add_job(inprogress_polls=i % 4) for i in range(40)]  # more than one client's worth
     events = await asyncio.gather(*(first_event(trigger(job)) for job in jobs))
     assert [e["job"]["id"] for e in events] == jobs
     assert all(e["job"]["state"] == "SUCCEEDED" for e in events)
     stats = sim.stats()
-    assert stats["logins"] == stats["logouts"] == 25  # one session per trigger
+    assert stats["logins"] == stats["logouts"] == 40  # one session per trigger
     assert_no_session_left(sim)
     assert _clients.open_clients() == 0  # the last trigger out closed the shared client
