@@ -7,7 +7,7 @@ the sensor and the operator map them to task outcomes in one place.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 
@@ -151,3 +151,23 @@ def error_from_event(data: Any) -> VCenterError:
         status_code=data.get("status_code") if isinstance(data.get("status_code"), int) else None,
         vcenter_messages=[str(m) for m in messages] if isinstance(messages, list) else [],
     )
+
+
+def exception_chain(err: BaseException, limit: int = 10) -> Iterator[BaseException]:
+    """``err`` and what it wraps, outermost first: urllib3's ``reason``, a wrapped first argument
+    (requests), then ``__cause__``/``__context__`` (httpx). Bounded: HTTP stacks wrap deeply."""
+    seen: BaseException | None = err
+    for _ in range(limit):
+        if seen is None:
+            return
+        yield seen
+        inner = getattr(seen, "reason", None)
+        if not isinstance(inner, BaseException) and seen.args and isinstance(seen.args[0], BaseException):
+            inner = seen.args[0]
+        if not isinstance(inner, BaseException):
+            inner = seen.__cause__ or seen.__context__
+        seen = inner if isinstance(inner, BaseException) else None
+
+
+def caused_by(err: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(link, kind) for link in exception_chain(err))

@@ -18,6 +18,8 @@ from airflow_provider_backupjob.exceptions import (
     VCenterError,
     VCenterTLSError,
     VCenterUnavailableError,
+    caused_by,
+    exception_chain,
 )
 from airflow_provider_backupjob.models import BackupJobStatus, BackupRequest, CancelResult
 from airflow_provider_backupjob.protocol import (
@@ -109,7 +111,7 @@ class BackupJobHook(BaseHook):
                     allow_redirects=False,
                 )
         except requests.exceptions.SSLError as err:
-            certificate = _caused_by(err, ssl.SSLCertVerificationError)
+            certificate = caused_by(err, ssl.SSLCertVerificationError)
             raise VCenterTLSError.from_ssl_error(s.host, _root_reason(err), certificate=certificate) from None
         except requests.exceptions.ConnectTimeout:
             raise VCenterUnavailableError(
@@ -120,7 +122,7 @@ class BackupJobHook(BaseHook):
                 f"vCenter did not answer within {s.timeout:g} s to the request to {req.operation}"
             ) from None
         except requests.exceptions.ConnectionError as err:
-            refused = _caused_by(err, NewConnectionError)
+            refused = caused_by(err, NewConnectionError)
             what = (
                 "could not reach vCenter to"
                 if refused
@@ -233,32 +235,9 @@ class BackupJobHook(BaseHook):
         self.close()
 
 
-def _caused_by(err: BaseException, kind: type[BaseException]) -> bool:
-    seen: BaseException | None = err
-    for _ in range(10):  # follow args/cause/context a few levels; urllib3 wraps deeply
-        if seen is None:
-            return False
-        if isinstance(seen, kind):
-            return True
-        inner = getattr(seen, "reason", None)
-        if inner is None and seen.args and isinstance(seen.args[0], BaseException):
-            inner = seen.args[0]
-        seen = inner if isinstance(inner, BaseException) else (seen.__cause__ or seen.__context__)
-    return False
-
-
 def _root_reason(err: BaseException) -> str:
     """A short reason (``ConnectionRefusedError``, a certificate error) without the request's URL."""
-    seen: BaseException = err
-    for _ in range(10):
-        inner = getattr(seen, "reason", None)
-        if not isinstance(inner, BaseException) and seen.args and isinstance(seen.args[0], BaseException):
-            inner = seen.args[0]
-        if not isinstance(inner, BaseException):
-            inner = seen.__cause__ or seen.__context__
-        if not isinstance(inner, BaseException):
-            break
-        seen = inner
+    *_, seen = exception_chain(err)
     text = str(seen)
     # urllib3 puts "HTTPSConnectionPool(host=..., port=...): " and the URL path in front; drop them.
     text = text.split("): ", 1)[-1] if "ConnectionPool(" in text else text

@@ -25,6 +25,7 @@ from airflow_provider_backupjob.exceptions import (
     VCenterError,
     VCenterTLSError,
     VCenterUnavailableError,
+    caused_by,
 )
 from airflow_provider_backupjob.models import BackupJobStatus
 from airflow_provider_backupjob.protocol import (
@@ -61,21 +62,6 @@ def _ssl_context(version: CaVersion) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile)
 
 
-def _verify(setting: bool | str) -> ssl.SSLContext | bool:
-    return False if setting is False else _ssl_context(_ca_version(setting))
-
-
-def _has_cause(err: BaseException, kind: type[BaseException]) -> bool:
-    seen: BaseException | None = err
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, kind):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 # Hooks that share one client. One client for all was measured worse: httpcore's pool does work
 # proportional to its connections on every request, so a burst of 1,000 polls through one pool cost
 # 3.8 ms of CPU a poll against 1.3 ms with a client per hook (benchmarks/trigger_scale.py).
@@ -101,7 +87,8 @@ class _SharedClients:
         return sum(len(pool) for pool in self._by_loop.get(asyncio.get_running_loop(), {}).values())
 
     def acquire(self, settings: ConnectionSettings, keepalive_expiry: float) -> httpx.AsyncClient:
-        key = (settings.base_url, _ca_version(settings.verify), settings.timeout, keepalive_expiry)
+        ca = _ca_version(settings.verify)
+        key = (settings.base_url, ca, settings.timeout, keepalive_expiry)
         clients = self._by_loop.setdefault(asyncio.get_running_loop(), {}).setdefault(key, {})
         for client, users in clients.items():
             if users < HOOKS_PER_CLIENT:
@@ -109,7 +96,7 @@ class _SharedClients:
                 return client
         client = httpx.AsyncClient(
             base_url=settings.base_url,
-            verify=_verify(settings.verify),
+            verify=False if settings.verify is False else _ssl_context(ca),
             timeout=settings.timeout,
             headers={"Accept": "application/json"},
             trust_env=False,
@@ -181,8 +168,8 @@ class AsyncBackupJobHook:
         try:
             r = await client.request(req.method, req.target, headers=req.headers, json=req.json_body)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
-            if _has_cause(err, ssl.SSLError):
-                certificate = _has_cause(err, ssl.SSLCertVerificationError)
+            if caused_by(err, ssl.SSLError):
+                certificate = caused_by(err, ssl.SSLCertVerificationError)
                 raise VCenterTLSError.from_ssl_error(host, err, certificate=certificate) from None
             raise VCenterUnavailableError(
                 f"could not reach vCenter to {req.operation}: {type(err).__name__}: {err}", request_sent=False
