@@ -114,6 +114,11 @@ class BackupJobStatus:
         return self.state is BackupJobState.SUCCEEDED
 
     @property
+    def progress_text(self) -> str:
+        """The one log line a poll writes, e.g. ``Backup job X is INPROGRESS, 40% done``."""
+        return f"Backup job {self.id} is {self.state.value}, {self.progress}% done"
+
+    @property
     def message_text(self) -> str:
         return "; ".join(str(m) for m in self.messages)
 

@@ -2,7 +2,8 @@
 
 - :func:`job_outcome`: the one decision from what vCenter said to the task's outcome (fails closed);
 - :func:`event_outcome`: the same decision for a trigger event;
-- :func:`fetch_status`: one poll that rides out an outage of up to ``max_outage``;
+- :func:`fetch_status`: one fetch that rides out an outage of up to ``max_outage``;
+- :func:`poll`: a worker's poll: fetch, decide, log progress;
 - :func:`poll_retry_policy`: retries of one poll never take longer than the poll interval.
 """
 
@@ -147,3 +148,12 @@ def fetch_status(
         except VCenterError as err:
             return None, err
     raise AirflowException("gave up riding out the outage")  # pragma: no cover
+
+
+def poll(hook: BackupJobHook, job_id: str, *, max_outage: float, pause: float, log: Any) -> PokeReturnValue:
+    """One poll from a worker: fetch (riding out an outage), decide, and log progress while not done."""
+    status, error = fetch_status(hook, job_id, max_outage=max_outage, pause=pause, log=log)
+    outcome = job_outcome(job_id, status, error)
+    if not outcome.is_done and status is not None:
+        log.info(status.progress_text)
+    return outcome

@@ -20,8 +20,8 @@ from airflow_provider_backupjob.settings import DEFAULT_CONN_ID
 from airflow_provider_backupjob.waiting import (
     OwnsBackupJobHook,
     event_outcome,
-    fetch_status,
     job_outcome,
+    poll,
     seconds,
 )
 
@@ -143,18 +143,13 @@ class StartBackupJobOperator(OwnsBackupJobHook, BaseOperator):
     def execute(self, context: Context) -> Any:
         from airflow_provider_backupjob.exceptions import (
             BackupAlreadyRunning,
-            VCenterConfigError,
             VCenterError,
             VCenterUnavailableError,
         )
 
         try:
             try:
-                request = self.backup_request()
-            except VCenterConfigError as err:  # nothing was sent; a retry cannot help
-                raise AirflowFailException(str(err)) from None
-            try:
-                status = self.hook.start_backup(request)
+                status = self.hook.start_backup(self.backup_request())
             except BackupAlreadyRunning as err:
                 raise AirflowException(str(err)) from None
             except VCenterUnavailableError as err:
@@ -162,7 +157,7 @@ class StartBackupJobOperator(OwnsBackupJobHook, BaseOperator):
                     f"the request to start a backup got no answer ({err}); it may have started on the "
                     "appliance, so it was not sent again: look at the appliance's backup jobs before a retry"
                 ) from None
-            except VCenterError as err:
+            except VCenterError as err:  # VCenterConfigError (a bad request, nothing sent) included
                 job_outcome(err.job_id or "(new)", None, err)  # raises the task outcome for this error
                 raise  # pragma: no cover
             self.job_id = status.id
@@ -196,15 +191,12 @@ class StartBackupJobOperator(OwnsBackupJobHook, BaseOperator):
         assert self.job_id is not None
         deadline = time.monotonic() + self.wait_timeout
         for _ in range(10_000_000):  # bounded by the deadline
-            status, error = fetch_status(
+            outcome = poll(
                 self.hook, self.job_id, max_outage=self.max_outage, pause=self.poll_interval, log=self.log
             )
-            outcome = job_outcome(self.job_id, status, error)
             if outcome.is_done:
                 self._finished = True
                 return outcome.xcom_value
-            assert status is not None
-            self.log.info("Backup job %s is %s, %d%% done", self.job_id, status.state.value, status.progress)
             left = deadline - time.monotonic()
             if left <= 0:
                 self._cancel(f"the wait's timeout ({self.wait_timeout:g} s) passed")

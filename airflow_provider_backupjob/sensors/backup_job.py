@@ -13,16 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 
-from airflow_provider_backupjob.exceptions import VCenterConfigError
-from airflow_provider_backupjob.protocol import validate_job_id
 from airflow_provider_backupjob.settings import DEFAULT_CONN_ID
-from airflow_provider_backupjob.waiting import (
-    OwnsBackupJobHook,
-    event_outcome,
-    fetch_status,
-    job_outcome,
-    seconds,
-)
+from airflow_provider_backupjob.waiting import OwnsBackupJobHook, event_outcome, poll, seconds
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -67,21 +59,10 @@ class BackupJobSensor(OwnsBackupJobHook, BaseSensorOperator):
         return float(self.poke_interval)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        try:
-            validate_job_id(self.job_id)
-            status, error = fetch_status(
-                self.hook,
-                self.job_id,
-                max_outage=self.max_outage,
-                pause=float(self.poke_interval),
-                log=self.log,
-            )
-        except VCenterConfigError as err:  # raised before anything was sent: a retry cannot help
-            status, error = None, err
-        outcome = job_outcome(self.job_id, status, error)
-        if not outcome.is_done and status is not None:
-            self.log.info("Backup job %s is %s, %d%% done", self.job_id, status.state.value, status.progress)
-        return outcome
+        # a job id with path characters is refused by the protocol before any request is sent
+        return poll(
+            self.hook, self.job_id, max_outage=self.max_outage, pause=float(self.poke_interval), log=self.log
+        )
 
     def execute(self, context: Context) -> Any:
         try:

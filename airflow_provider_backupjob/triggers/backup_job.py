@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_backupjob.exceptions import VCenterConfigError, VCenterError, VCenterUnavailableError
+from airflow_provider_backupjob.exceptions import VCenterError, VCenterUnavailableError
 from airflow_provider_backupjob.settings import DEFAULT_CONN_ID
 
 # vCenter's reverse proxy closes idle connections after a while; past this, reconnecting is cheaper
@@ -106,14 +106,10 @@ class BackupJobTrigger(BaseTrigger):
                 self.log.warning("vCenter unavailable (%s); trying again in %.1f s", err, pause)
             except VCenterError as err:
                 return {**base, "status": "error", "error": err.to_event()}
-            except ValueError as err:  # a bad setting raised by code outside this package
-                return {**base, "status": "error", "error": VCenterConfigError(str(err)).to_event()}
             else:
                 if status.is_terminal:
                     return {**base, "status": "terminal", "job": status.to_dict()}
-                self.log.info(
-                    "Backup job %s is %s, %d%% done", self.job_id, status.state.value, status.progress
-                )
+                self.log.info(status.progress_text)
             # a little jitter, so triggers that started together (a triggerer taking on a backlog) do
             # not keep polling in one burst per interval
             pause += random.uniform(0, min(0.05 * pause, 1.0))  # noqa: S311
