@@ -17,10 +17,10 @@ from airflow.sdk.exceptions import (
 )
 from airflow.sdk.module_loading import import_string
 
+from airflow_provider_backupjob.outcome import event_outcome
 from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import DEFAULT_PASSWORD, READONLY_USER, Simulator
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
-from airflow_provider_backupjob.waiting import event_outcome
 from tests.conftest import Connect
 
 
@@ -63,6 +63,7 @@ def test_serialize_round_trip_is_json_and_secret_free() -> None:
         "poll_interval": 5.0,
         "deadline": 1234.5,
         "max_outage": 60.0,
+        "cancel_on_kill": False,
     }
     rebuilt = import_string(path)(**kwargs)
     assert rebuilt.serialize() == (path, kwargs)
