@@ -25,8 +25,11 @@ def ti_state_key(task_id: str, map_index: int | None) -> str:
 
 
 async def task_instance_state(ti: Any) -> str | None:
-    """The current state of the trigger's task instance ``ti``, asked of the API server through the
-    task SDK (the triggerer's supervisor relays it); None if it has none or is not found."""
+    """The current state of the trigger's task instance ``ti`` (None: it has none, e.g. cleared),
+    asked of the API server through the task SDK (the triggerer's supervisor relays it).
+
+    :raises LookupError: the task instance is not in the answer.
+    """
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
     from asgiref.sync import sync_to_async
 
@@ -35,5 +38,9 @@ async def task_instance_state(ti: Any) -> str | None:
     states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
         dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=map_index
     )
-    state = (states or {}).get(ti.run_id, {}).get(ti_state_key(ti.task_id, map_index))
+    key = ti_state_key(ti.task_id, map_index)
+    found = (states or {}).get(ti.run_id, {})
+    if key not in found:
+        raise LookupError(f"task instance {key} of run {ti.run_id} not found")
+    state = found[key]
     return None if state is None else str(getattr(state, "value", state))

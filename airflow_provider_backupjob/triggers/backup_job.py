@@ -159,9 +159,9 @@ class BackupJobTrigger(BaseTrigger):
                 self.job_id,
             )
             return False
-        if state is None or state == "deferred":
+        if state == "deferred":
             return False
-        self.log.info("Task %s is %s: its deferred wait was killed", ti.task_id, state)
+        self.log.info("Task %s is %s: its deferred wait was killed", ti.task_id, state or "cleared")
         return True
 
     async def _cancel_job(self, hook: Any) -> None:
