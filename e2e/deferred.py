@@ -38,6 +38,12 @@ def _deferred_and_polled(api: AirflowApi, sim: SimulatorClient, run_id: str, pol
     return probe
 
 
+def _trigger_logs(stack: Stack, run_id: str) -> str:
+    """What the task's triggers logged (the triggerer writes them beside the task's log)."""
+    folder = stack.logs / "tasks" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={TASK_ID}"
+    return "".join(p.read_text(errors="replace") for p in sorted(folder.glob("*trigger*")))
+
+
 def _run_ended(api: AirflowApi, run_id: str) -> Any:
     def probe() -> str | None:
         state = api.run_state(DAG_ID, run_id)
@@ -59,7 +65,6 @@ def killed_while_deferred(api: AirflowApi, sim: SimulatorClient, stack: Stack, r
     finally:
         _start_script(sim, int(START_SCRIPT.split(":")[2]))
     cancels = sim.stats()["cancels"]
-    log_before = (stack.logs / "triggerer.log").read_text(errors="replace").count(ON_KILL)
     api.set_task_state(DAG_ID, run_id, TASK_ID, "failed")
     state = wait_for(
         f"backup job {job} to be cancelled",
@@ -68,14 +73,15 @@ def killed_while_deferred(api: AirflowApi, sim: SimulatorClient, stack: Stack, r
         services=comps,
     )
     run = wait_for("the run to end", _run_ended(api, run_id), 120, services=comps)
-    on_kill = (stack.logs / "triggerer.log").read_text(errors="replace").count(ON_KILL) - log_before
+    logs = _trigger_logs(stack, run_id)
+    on_kill, said = logs.count(ON_KILL), logs.count(f"Cancelling backup job {job}")
     cancelled = sim.stats()["cancels"] - cancels
     results.add(
         "deferred start-and-wait marked failed (REST API)",
-        "the backup is cancelled: cancels +1, job FAILED, on_kill ran",
-        f"cancels +{cancelled}, job {job} {'FAILED' if state else sim.job_state(job)}, run {run}, "
-        f"triggerer log: on_kill {on_kill}x",
-        cancelled == 1 and run == "failed" and on_kill == 1,
+        "the backup is cancelled: cancels +1, job FAILED, on_kill ran once",
+        f"cancels +{cancelled}, job {job} {'FAILED' if state else sim.job_state(job)}, run {run}; "
+        f"trigger log: on_kill {on_kill}x, 'Cancelling backup job' {said}x",
+        cancelled == 1 and run == "failed" and on_kill == 1 and said == 1,
         time.monotonic() - started,
     )
 
@@ -88,7 +94,7 @@ def triggerer_restart(
     _start_script(sim, 8)
     try:
         run_id = api.trigger(DAG_ID)
-        job, polls_before = wait_for(
+        job, _ = wait_for(
             "the start-and-wait task to defer and poll twice",
             _deferred_and_polled(api, sim, run_id, 2),
             120,
@@ -102,14 +108,16 @@ def triggerer_restart(
     polls_at_restart = (sim.job_info(job) or {}).get("polls", 0)
     run = wait_for("the run to end", _run_ended(api, run_id), 180, services=stack.airflow_services())
     info = sim.job_info(job) or {}
+    job_state = sim.job_state(job)
+    said = _trigger_logs(stack, run_id).count("Cancelling backup job")
     cancelled = sim.stats()["cancels"] - cancels
     resumed = info.get("polls", 0) - polls_at_restart
     detail = (
         f"old triggerer {how}; sessions left open by it {orphans}; cancels +{cancelled}; "
-        f"job {job} {info.get('state')} after {info.get('polls')} polls ({polls_before} before the restart); "
-        f"run {run}"
+        f"job {job} {job_state} after {info.get('polls')} polls ({polls_at_restart} before the restart, "
+        f"{resumed} after); 'Cancelling backup job' in the trigger log {said}x; run {run}"
     )
-    ok = run == "success" and cancelled == 0 and info.get("state") == "SUCCEEDED" and resumed > 0
+    ok = run == "success" and cancelled == 0 and said == 0 and job_state == "SUCCEEDED" and resumed > 0
     if sig is signal.SIGTERM:
         ok = ok and orphans == 0
         expected = "no cancel, no session left open, the wait resumes, run success"
