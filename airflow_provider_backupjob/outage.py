@@ -32,10 +32,6 @@ class OutageTracker:
         self._clock = clock
         self._since: float | None = None
 
-    @property
-    def in_outage(self) -> bool:
-        return self._since is not None
-
     def succeeded(self) -> None:
         self._since = None
 
