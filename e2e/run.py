@@ -5,6 +5,8 @@ AIRFLOW_HOME under .e2e/ (SQLite, LocalExecutor), then checks, through the publi
 
 * the example DAGs run by the scheduler: the gate in poke, reschedule and deferrable mode on a job that
   succeeds, on a job that FAILS and on a missing job id, and vcenter_backup_start_and_wait;
+* a deferred start-and-wait marked failed through the API: its backup is cancelled; and the triggerer
+  restarted mid-wait (SIGTERM, then SIGKILL): no cancel, the wait resumes, the run succeeds;
 * ``airflow connections test vcenter_backup_default`` (CLI) against the simulator;
 * the Connections UI in headless Chromium: the provider's form, Save, Test (success, then failure with a
   wrong password); screenshots in docs/screenshots/;
@@ -28,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import deferred
 import procs
 from api import AirflowApi
 from extras import ensure_extras
@@ -216,6 +219,9 @@ def main() -> int:
             for sc in scenarios:
                 if sc.run_id:
                     results.add_scenario(sc)
+
+        print("== deferred start-and-wait: a user's kill, triggerer restarts (SIGTERM, SIGKILL)", flush=True)
+        deferred.run_all(api, sim, stack, results)
 
         no_state_mismatch(stack, results)
 

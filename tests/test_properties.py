@@ -31,9 +31,9 @@ from airflow_provider_backupjob.exceptions import (
     error_from_event,
 )
 from airflow_provider_backupjob.models import BackupJobState, BackupJobStatus
+from airflow_provider_backupjob.outcome import event_outcome, job_outcome
 from airflow_provider_backupjob.protocol import Dialect, HttpRequest, HttpResponse, VCenterSession
 from airflow_provider_backupjob.simulator import DEFAULT_PASSWORD
-from airflow_provider_backupjob.waiting import event_outcome, job_outcome
 
 JOB = "20170717-132629-5318154"
 START = "2017-07-17T13:26:29.651Z"
@@ -201,7 +201,7 @@ def check_error(err: VCenterError, job_id: str) -> None:
     assert type(rebuilt) is type(err) and str(rebuilt) == str(err)
     # and an error never lets a wait succeed (nor keep waiting)
     with pytest.raises(AirflowException):
-        job_outcome(job_id, None, err)
+        job_outcome(job_id, err)
 
 
 def check_status(status: BackupJobStatus, dialect: Dialect, resp: HttpResponse, job_id: str) -> None:
@@ -210,13 +210,13 @@ def check_status(status: BackupJobStatus, dialect: Dialect, resp: HttpResponse, 
     assert status.succeeded == says_succeeded(dialect, resp)
     if status.id != job_id:  # another job's status: never an outcome of this one
         with pytest.raises(AirflowException) as raised:
-            job_outcome(job_id, status, None)
+            job_outcome(job_id, status)
         assert not isinstance(raised.value, AirflowFailException)
     elif status.state is BackupJobState.FAILED:
         with pytest.raises(AirflowFailException):
-            job_outcome(job_id, status, None)
+            job_outcome(job_id, status)
     else:
-        outcome = job_outcome(job_id, status, None)
+        outcome = job_outcome(job_id, status)
         assert outcome.is_done == status.succeeded
         if outcome.is_done:
             assert outcome.xcom_value == status.to_dict()

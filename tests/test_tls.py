@@ -26,11 +26,11 @@ from urllib3.exceptions import InsecureRequestWarning
 from airflow_provider_backupjob.exceptions import VCenterTLSError
 from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
 from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
+from airflow_provider_backupjob.outcome import event_outcome
 from airflow_provider_backupjob.retry import RetryPolicy
 from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import Simulator
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
-from airflow_provider_backupjob.waiting import event_outcome
 from tests import conftest
 from tests.conftest import connection_uri_json
 
