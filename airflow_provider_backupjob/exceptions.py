@@ -139,18 +139,27 @@ _EVENT_KINDS: dict[str, type[VCenterError]] = {
 
 
 def error_from_event(data: Any) -> VCenterError:
-    """Rebuild an error carried in a trigger event; anything unreadable becomes an unexpected response."""
-    if not isinstance(data, dict) or data.get("kind") not in _EVENT_KINDS:
+    """Rebuild an error carried in a trigger event. Total: any JSON value gives one of our errors;
+    anything unreadable becomes an unexpected response, a field of the wrong type is left out."""
+    kind = data.get("kind") if isinstance(data, dict) else None
+    cls = _EVENT_KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
         return UnexpectedResponseError(f"unexpected error payload in trigger event: {data!r:.200}")
-    cls = _EVENT_KINDS[data["kind"]]
-    messages = data.get("vcenter_messages") or []
+    messages = data.get("vcenter_messages")
+    status_code = data.get("status_code")
     return cls(
-        str(data.get("detail") or "error"),
-        host=data.get("host"),
-        job_id=data.get("job_id"),
-        status_code=data.get("status_code") if isinstance(data.get("status_code"), int) else None,
+        _text_or_none(data.get("detail")) or "error",
+        host=_text_or_none(data.get("host")),
+        job_id=_text_or_none(data.get("job_id")),
+        status_code=None
+        if isinstance(status_code, bool) or not isinstance(status_code, int)
+        else status_code,
         vcenter_messages=[str(m) for m in messages] if isinstance(messages, list) else [],
     )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def exception_chain(err: BaseException, limit: int = 10) -> Iterator[BaseException]:

@@ -45,7 +45,7 @@ from airflow_provider_backupjob.simulator import FAULT_KINDS, Simulator
 from airflow_provider_backupjob.simulator.faults import Fault
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
 from airflow_provider_backupjob.waiting import event_outcome
-from tests.conftest import Connect
+from tests.helpers import Connect
 
 try:
     from airflow.sdk._shared.secrets_masker import reset_secrets_masker

@@ -19,7 +19,7 @@ from airflow_provider_backupjob.models import BackupJobState
 from airflow_provider_backupjob.protocol import Dialect
 from airflow_provider_backupjob.retry import RetryPolicy
 from airflow_provider_backupjob.simulator import DEFAULT_PASSWORD, READONLY_USER, Simulator
-from tests.conftest import Connect
+from tests.helpers import Connect
 
 FAST = RetryPolicy(attempts=3, max_seconds=5, initial_wait=0.01, max_wait=0.05)
 

@@ -31,8 +31,7 @@ from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import Simulator
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
 from airflow_provider_backupjob.waiting import event_outcome
-from tests import conftest
-from tests.conftest import connection_uri_json
+from tests.helpers import connection_uri_json, track_simulator
 
 FAST = RetryPolicy(attempts=3, max_seconds=5, initial_wait=0.01, max_wait=0.05)
 VERIFY_OFF = re.compile(r"(?i)verification.{0,20}\boff\b|verify_ssl.{0,20}false|not verif")
@@ -45,9 +44,7 @@ def server_context(ca: trustme.CA, *hostnames: str) -> ssl.SSLContext:
 
 
 def start_simulator(ctx: ssl.SSLContext) -> Simulator:
-    sim = Simulator(ssl_context=ctx).start()
-    getattr(conftest, "_SIMULATORS", []).append(sim)  # its session tokens join the leak check
-    return sim
+    return track_simulator(Simulator(ssl_context=ctx).start())  # its session tokens join the leak check
 
 
 @pytest.fixture(scope="module")
