@@ -94,6 +94,16 @@ class VCenterTLSError(VCenterApiError):
     )
 
     @classmethod
+    def for_other_names(cls, hostname: str, names: Sequence[str] | None) -> VCenterTLSError:
+        """The certificate was issued by a trusted CA, but not for the name the connection uses."""
+        on_it = f" ({', '.join(names[:8])})" if names else ""
+        use = f"'{names[0]}'" if names else "a name the certificate lists"
+        return cls(
+            f"the TLS certificate of vCenter is valid, but for other names{on_it} than {hostname!r}: set "
+            f"the connection's host to {use}, the name the appliance's certificate was issued for"
+        )
+
+    @classmethod
     def from_ssl_error(cls, host: str, err: object, *, certificate: bool) -> VCenterTLSError:
         """``certificate``: the handshake failed on verification (else on anything else TLS)."""
         if certificate:
