@@ -222,6 +222,12 @@ def error_for(req: HttpRequest, resp: HttpResponse) -> VCenterError:
     kw: dict[str, Any] = {"job_id": req.job_id, "status_code": resp.status, "vcenter_messages": messages}
     status = resp.status
     if req.operation == "log in":
+        if status == 404 and req.target == "/api/session":  # only with api_style "api": auto falls back
+            return VCenterConfigError(
+                "the appliance has no /api (vCenter before 7.0 U2 answers 404 there): set the connection "
+                "extra api_style to auto or rest",
+                **kw,
+            )
         if status == 401:
             return VCenterAuthError("vCenter rejected the user name or password at login", **kw)
         if is_session_cap(resp):

@@ -84,11 +84,11 @@ def job_outcome(job_id: str, status: BackupJobStatus | None, error: VCenterError
     """
     if error is not None:
         if isinstance(error, BackupJobNotFound):
-            raise AirflowFailException(f"backup job {job_id} does not exist on vCenter {error.host}: {error}")
+            raise AirflowFailException(f"backup job {job_id} does not exist on vCenter {error.host}")
         if isinstance(error, (VCenterAuthError, VCenterTLSError, VCenterConfigError)):
             raise AirflowFailException(str(error))
         if isinstance(error, VCenterUnavailableError):
-            raise AirflowException(f"vCenter {error.host} unavailable: {error}")
+            raise AirflowException(f"vCenter unavailable: {error}")  # the error names the host
         if isinstance(error, UnexpectedResponseError):
             raise AirflowException(str(error))
         raise AirflowException(f"vCenter error: {error}")

@@ -31,6 +31,7 @@ from airflow_provider_backupjob.exceptions import (
     BackupJobNotFound,
     VCenterApiError,
     VCenterAuthError,
+    VCenterConfigError,
     VCenterError,
     error_from_event,
 )
@@ -46,7 +47,8 @@ from airflow_provider_backupjob.waiting import event_outcome, job_outcome
 
 JOB = "20170717-132629-5318154"
 START = "2017-07-17T13:26:29.651Z"
-OUR_ERRORS = (VCenterApiError, BackupJobNotFound, VCenterAuthError)
+# VCenterConfigError: a 404 to a login on /api with api_style "api" (set it to auto or rest)
+OUR_ERRORS = (VCenterApiError, BackupJobNotFound, VCenterAuthError, VCenterConfigError)
 SESSION_TARGETS = {"/api/session", "/rest/com/vmware/cis/session"}
 JOB_PREFIX = {
     Dialect.API: "/api/appliance/recovery/backup/job/",
@@ -343,7 +345,7 @@ def test_any_login_answer_opens_a_session_or_raises_our_error(data: st.DataObjec
     except VCenterError as err:  # anything else fails the test
         error = err
     if error is not None:
-        assert isinstance(error, (VCenterApiError, VCenterAuthError)), type(error)
+        assert isinstance(error, (VCenterApiError, VCenterAuthError, VCenterConfigError)), type(error)
         assert not session.is_open
         assert "p4ssword" not in str(error)
     else:

@@ -205,7 +205,6 @@ class TransportCore:
             raise err.with_context(host=self._settings().host) from err.__cause__
         finally:
             exchange.close()
-            self._mask_token(session.token)
 
     def _attempts(self, req: HttpRequest, policy: RetryPolicy) -> Generator[Step, Outcome, HttpResponse]:
         outcome = yield Send(req)
@@ -238,13 +237,14 @@ class TransportCore:
         host = self._settings().host
         self.log.warning("vCenter %s: %s (attempt %d); retrying in %.1f s", host, err, attempt, wait)
 
-    def _mask_token(self, token: str | None) -> None:
-        """Register a session token with Airflow's secrets masker, so no log line can show it."""
-        if token and token != self._masked_token:
-            from airflow.sdk.log import mask_secret
-
-            mask_secret(token)
-            self._masked_token = token
+    def token_to_mask(self, session: VCenterSession) -> str | None:
+        """The session's token if it is new: the hook registers it with Airflow's secrets masker (sync
+        or async), so that no log line can show it."""
+        token = session.token
+        if not token or token == self._masked_token:
+            return None
+        self._masked_token = token
+        return token
 
     # Answers and failures ---------------------------------------------------------------------------
     def answer(self, req: HttpRequest, status: int, body: bytes, content_type: str) -> HttpResponse:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import requests
 from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InsecureRequestWarning, NewConnectionError
 
@@ -140,13 +141,18 @@ class BackupJobHook(CoreOwner, BaseHook):
 
     def run(self, operation: Callable[[VCenterSession], Exchange[T]], policy: RetryPolicy | None = None) -> T:
         """Drive the exchange ``operation(session)`` returns; every error comes out naming the host."""
-        run = self._core.start(self.vcenter, operation, policy)
-        for step in run:
-            if isinstance(step, Send):
-                run.outcome = self._attempt(step.request)
-            else:
-                time.sleep(step.seconds)
-        return run.result
+        session = self.vcenter
+        run = self._core.start(session, operation, policy)
+        try:
+            for step in run:
+                if isinstance(step, Send):
+                    run.outcome = self._attempt(step.request)
+                else:
+                    time.sleep(step.seconds)
+            return run.result
+        finally:
+            if token := self._core.token_to_mask(session):
+                mask_secret(token)
 
     # The API ------------------------------------------------------------------------------------------
     def get_job(self, job_id: str) -> BackupJobStatus:

@@ -9,12 +9,13 @@ import asyncio
 import http.cookiejar
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 from airflow.sdk import BaseHook
+from airflow.sdk.log import amask_secret
 
 from airflow_provider_backupjob.exceptions import VCenterError
 from airflow_provider_backupjob.hooks._transport import (
@@ -22,7 +23,9 @@ from airflow_provider_backupjob.hooks._transport import (
     CoreOwner,
     Failure,
     FailureTable,
+    Outcome,
     Probe,
+    Run,
     Send,
     TransportCore,
     peer_names,
@@ -173,13 +176,24 @@ class AsyncBackupJobHook(CoreOwner):
         self, operation: Callable[[VCenterSession], Exchange[T]], policy: RetryPolicy | None = None
     ) -> T:
         """Drive the exchange ``operation(session)`` returns; every error comes out naming the host."""
-        run = self._core.start(await self._session(), operation, policy)
+        session = await self._session()
+        run = self._core.start(session, operation, policy)
+        try:
+            async for outcome in self._driven(run):
+                run.outcome = outcome
+            return run.result
+        finally:
+            if token := self._core.token_to_mask(session):
+                await amask_secret(token)  # the sync mask_secret could block the triggerer's loop
+
+    async def _driven(self, run: Run[Any]) -> AsyncIterator[Outcome]:
+        """Each step of ``run`` done: the outcome of a request; a sleep is slept (and gives None)."""
         for step in run:
             if isinstance(step, Send):
-                run.outcome = await self._attempt(step.request)
+                yield await self._attempt(step.request)
             else:
                 await asyncio.sleep(step.seconds)
-        return run.result
+                yield None
 
     # The API ------------------------------------------------------------------------------------------
     async def get_job(self, job_id: str) -> BackupJobStatus:
