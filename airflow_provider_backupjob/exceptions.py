@@ -99,8 +99,9 @@ class VCenterTLSError(VCenterApiError):
         on_it = f" ({', '.join(names[:8])})" if names else ""
         use = f"'{names[0]}'" if names else "a name the certificate lists"
         return cls(
-            f"the TLS certificate of vCenter is valid, but for other names{on_it} than {hostname!r}: set "
-            f"the connection's host to {use}, the name the appliance's certificate was issued for"
+            f"the TLS certificate of vCenter is valid (its CA is trusted: ca_bundle / ca_cert are right), "
+            f"but for other names{on_it} than {hostname!r}: set the connection's host to {use}, the name "
+            "the appliance's certificate was issued for"
         )
 
     @classmethod
@@ -186,7 +187,3 @@ def exception_chain(err: BaseException, limit: int = 10) -> Iterator[BaseExcepti
         if not isinstance(inner, BaseException):
             inner = seen.__cause__ or seen.__context__
         seen = inner if isinstance(inner, BaseException) else None
-
-
-def caused_by(err: BaseException, kind: type[BaseException]) -> bool:
-    return any(isinstance(link, kind) for link in exception_chain(err))

@@ -50,7 +50,7 @@ PROBE_TIMEOUT = 5.0
 # getaddrinfo's answers that a name surely does not exist; EAI_AGAIN (a resolver that may recover)
 # stays an outage.
 NAME_UNKNOWN = frozenset(code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code)
-HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
+NAME_MISMATCH = frozenset({62, 64})  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 
 
 class Failure(Enum):
@@ -318,7 +318,7 @@ class TransportCore:
 
 def _hostname_mismatch(err: BaseException) -> bool:
     return any(
-        isinstance(e, ssl.SSLCertVerificationError) and e.verify_code == HOSTNAME_MISMATCH
+        isinstance(e, ssl.SSLCertVerificationError) and e.verify_code in NAME_MISMATCH
         for e in exception_chain(err)
     )
 
