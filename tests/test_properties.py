@@ -15,7 +15,9 @@ from __future__ import annotations
 import functools
 import json
 import posixpath
+import re
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote
 
@@ -33,6 +35,7 @@ from airflow_provider_backupjob.exceptions import (
     VCenterAuthError,
     VCenterConfigError,
     VCenterError,
+    VCenterUnavailableError,
     error_from_event,
 )
 from airflow_provider_backupjob.models import (
@@ -42,6 +45,7 @@ from airflow_provider_backupjob.models import (
     LocalizableMessage,
 )
 from airflow_provider_backupjob.protocol import Dialect, HttpRequest, HttpResponse, VCenterSession
+from airflow_provider_backupjob.retry import RetryPolicy
 from airflow_provider_backupjob.simulator import DEFAULT_PASSWORD
 from airflow_provider_backupjob.waiting import event_outcome, job_outcome
 
@@ -560,3 +564,78 @@ def test_a_job_id_is_refused_before_any_request_or_stays_under_the_job_path(
     assert len(sent) == 2
     for req in sent:
         check_target(req, dialect, job_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# The transport core's retry schedule, driven without sockets or clocks
+# --------------------------------------------------------------------------------------------------
+outcomes = st.lists(
+    st.sampled_from(["ok", "unavailable_sent", "unavailable_unsent", "api_error", "not_found"]),
+    min_size=1,
+    max_size=8,
+)
+policies = st.builds(
+    RetryPolicy,
+    attempts=st.integers(1, 6),
+    max_seconds=st.just(600.0),
+    initial_wait=st.floats(0, 2),
+    max_wait=st.floats(0, 5),
+)
+
+
+def scripted_outcome(kind: str) -> HttpResponse | VCenterError:
+    if kind == "ok":
+        return HttpResponse(200, b"[]", "application/json")
+    if kind.startswith("unavailable"):
+        return VCenterUnavailableError("down", request_sent=kind.endswith("_sent"))
+    return BackupJobNotFound("gone", job_id=JOB) if kind == "not_found" else VCenterApiError("no")
+
+
+@given(script=outcomes, policy=policies, idempotent=st.booleans())
+def test_a_request_is_sent_once_and_retried_only_as_the_policy_says(
+    script: list[str], policy: RetryPolicy, idempotent: bool
+) -> None:
+    from airflow_provider_backupjob.hooks._transport import Send, Sleep, TransportCore
+    from airflow_provider_backupjob.settings import ConnectionSettings
+
+    logged: list[str] = []
+    log = SimpleNamespace(warning=lambda msg, *args: logged.append(msg % args))
+    core = TransportCore("c", policy, log, ())
+    core.settings = ConnectionSettings("http://vcsa:80", "vcsa:80", "u", "p4ssword")
+    req = HttpRequest("POST", "/api/x", "do it", idempotent=idempotent)
+
+    def exchange(session: Any) -> Any:
+        return (yield req)
+
+    run = core.start(VCenterSession(username="u", password="p4ssword"), exchange)
+    steps: list[Any] = []
+    raised: VCenterError | None = None
+    try:
+        for step in run:
+            steps.append(step)
+            sends = sum(isinstance(s, Send) for s in steps)
+            assert sends <= policy.attempts, "sent more often than the policy allows"
+            if isinstance(step, Send):  # the script's last answer repeats
+                run.outcome = scripted_outcome(script[min(sends, len(script)) - 1])
+    except VCenterError as err:
+        raised = err
+    sends = [s for s in steps if isinstance(s, Send)]
+    sleeps = [s for s in steps if isinstance(s, Sleep)]
+    assert 1 <= len(sends) <= policy.attempts
+    # one sleep before each resend, never before the first send or after the last
+    assert [type(s) for s in steps] == [Send] + [Sleep, Send] * (len(sends) - 1)
+    assert all(0 <= s.seconds <= policy.max_wait + policy.initial_wait for s in sleeps)
+    # each retry logged once, with its attempt number and the wait slept
+    assert [re.sub(r".*\(attempt (\d+)\); retrying in ([\d.]+) s", r"\1 \2", line) for line in logged] == [
+        f"{n} {sleep.seconds:.1f}" for n, sleep in enumerate(sleeps, 1)
+    ]
+    seen = [scripted_outcome(script[min(n, len(script) - 1)]) for n in range(len(sends))]
+    for earlier in seen[:-1]:  # every resend followed a retryable failure
+        assert isinstance(earlier, VCenterUnavailableError) and (idempotent or not earlier.request_sent)
+    last = seen[-1]
+    if isinstance(last, HttpResponse):
+        assert raised is None and run.result == last
+    else:
+        assert raised is not None and type(raised) is type(last) and raised.host == "vcsa:80"
+        retryable = isinstance(last, VCenterUnavailableError) and (idempotent or not last.request_sent)
+        assert not retryable or len(sends) == policy.attempts
