@@ -450,3 +450,42 @@ def test_ca_cert_that_is_not_pem_is_refused_without_quoting_it(
         with pytest.raises(VCenterConfigError, match="'ca_cert' must be the PEM text"):
             call_hook(flavour, "list_jobs")
     assert tls_sim.stats()["requests"] == 0
+
+
+@FLAVOURS
+def test_a_handshake_cut_short_is_an_outage_not_a_tls_error(
+    monkeypatch: pytest.MonkeyPatch, flavour: str
+) -> None:
+    """What an appliance restarting does (its proxy accepts, then closes): retried, then unavailable."""
+    import socket
+    import threading
+
+    from airflow_provider_backupjob.exceptions import VCenterUnavailableError
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    accepted: list[int] = []
+
+    def serve() -> None:
+        for _ in range(FAST.attempts):  # bounded: one connection per attempt
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_VCENTER_BACKUP_DEFAULT",
+            connection_uri_json("https://127.0.0.1", server.getsockname()[1], timeout=5),
+        )
+        with pytest.raises(VCenterUnavailableError) as info:
+            call_hook(flavour, "list_jobs")
+        assert not isinstance(info.value, VCenterTLSError)
+        thread.join(10)
+        assert len(accepted) == FAST.attempts
+    finally:
+        server.close()

@@ -274,7 +274,8 @@ class TransportCore:
         reason = root_reason(err)
         kind = self._failure(err)
         tls = next((e for e in exception_chain(err) if isinstance(e, ssl.SSLError)), None)
-        if tls is not None and kind in (Failure.CONNECT, Failure.OTHER, Failure.DROPPED):
+        # A handshake cut short (EOF) is what an appliance restarting does: an outage, not TLS.
+        if kind is Failure.CONNECT and tls is not None and not isinstance(tls, ssl.SSLEOFError):
             if _hostname_mismatch(err):
                 return VCenterTLSError.for_other_names(s.hostname, names)
             certificate = isinstance(tls, ssl.SSLCertVerificationError)
