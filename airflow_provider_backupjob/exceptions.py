@@ -88,9 +88,9 @@ class VCenterTLSError(VCenterApiError):
     """The appliance's certificate could not be verified."""
 
     HINT = (
-        "set the connection extra 'ca_bundle' to the PEM file of the appliance's CA (the VMCA root "
-        "certificates are at https://<vcenter>/certs/download.zip), or set 'verify_ssl' to false to turn "
-        "verification off (not recommended)"
+        "set the connection extra 'ca_bundle' to the PEM file of the appliance's CA, or 'ca_cert' to its "
+        "PEM text (the VMCA root certificates are at https://<vcenter>/certs/download.zip), or set "
+        "'verify_ssl' to false to turn verification off (not recommended)"
     )
 
     @classmethod

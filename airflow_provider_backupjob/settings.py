@@ -87,7 +87,7 @@ class ConnectionSettings:
             return None
         return (
             f"TLS certificate verification is OFF for vCenter {self.host} (connection {conn_id}): "
-            "anyone on the path can read the credentials; set ca_bundle instead"
+            "anyone on the path can read the credentials; set ca_bundle or ca_cert instead"
         )
 
     @property

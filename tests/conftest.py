@@ -36,7 +36,9 @@ def _connection_secrets() -> set[str]:
         if key.startswith("AIRFLOW_CONN_") and value.startswith("{"):
             conn = json.loads(value)
             extra = conn.get("extra") or {}
-            found.update(v for v in (conn.get("password"), extra.get("backup_password")) if v)
+            found.update(
+                v for v in (conn.get("password"), extra.get("backup_password"), extra.get("ca_cert")) if v
+            )
     return found
 
 
