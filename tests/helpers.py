@@ -11,8 +11,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, Phase, settings
 
+from airflow_provider_backupjob.retry import RetryPolicy
 from airflow_provider_backupjob.simulator import ADMIN_USER, DEFAULT_PASSWORD, Simulator
 
 Connect = Callable[..., str]
@@ -47,6 +49,29 @@ def connection_uri_json(
             "extra": extra,
         }
     )
+
+
+FAST = RetryPolicy(attempts=3, max_seconds=5, initial_wait=0.01, max_wait=0.05)
+FLAVOURS = pytest.mark.parametrize("flavour", ["sync", "async"])
+"""Run a test with each hook: the sync ``BackupJobHook`` and the ``AsyncBackupJobHook``."""
+
+
+def call_hook(flavour: str, method: str, *args: Any, **kwargs: Any) -> Any:
+    """``method`` of a fresh hook of either flavour (retrying as FAST), in its ``with`` block."""
+    import asyncio
+
+    from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
+    from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
+
+    if flavour == "sync":
+        with BackupJobHook(retry_policy=FAST) as hook:
+            return getattr(hook, method)(*args, **kwargs)
+
+    async def main() -> Any:
+        async with AsyncBackupJobHook(retry_policy=FAST) as hook:
+            return await getattr(hook, method)(*args, **kwargs)
+
+    return asyncio.run(main())
 
 
 # Hypothesis profiles. "ci" (the default, `make test`): the same examples on every run, nothing read

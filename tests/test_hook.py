@@ -19,11 +19,8 @@ from airflow_provider_backupjob.exceptions import (
 from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
 from airflow_provider_backupjob.models import BackupJobState
 from airflow_provider_backupjob.protocol import Dialect
-from airflow_provider_backupjob.retry import RetryPolicy
 from airflow_provider_backupjob.simulator import DEFAULT_PASSWORD, READONLY_USER, Simulator
-from tests.helpers import Connect
-
-FAST = RetryPolicy(attempts=3, max_seconds=5, initial_wait=0.01, max_wait=0.05)
+from tests.helpers import FAST, FLAVOURS, Connect, call_hook
 
 
 def hook(conn_id: str = "vcenter_backup_default") -> BackupJobHook:
@@ -280,26 +277,6 @@ def test_async_hook_lists_jobs_and_logs_out(sim: Simulator, connect: Connect) ->
 # --------------------------------------------------------------------------------------------------
 # Both hooks, one behaviour: the transport core
 # --------------------------------------------------------------------------------------------------
-def call_hook(flavour: str, method: str, *args: Any, **kwargs: Any) -> Any:
-    """``method`` of a fresh hook of either flavour, in its ``with`` block (logged out after)."""
-    import asyncio
-
-    from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
-
-    if flavour == "sync":
-        with hook() as h:
-            return getattr(h, method)(*args, **kwargs)
-
-    async def main() -> Any:
-        async with AsyncBackupJobHook(retry_policy=FAST) as h:
-            return await getattr(h, method)(*args, **kwargs)
-
-    return asyncio.run(main())
-
-
-FLAVOURS = pytest.mark.parametrize("flavour", ["sync", "async"])
-
-
 def send_counter(mocker: Any, flavour: str) -> Any:
     """A spy on the one method of either hook that sends one request (class level: fresh hooks)."""
     from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook

@@ -26,14 +26,12 @@ from urllib3.exceptions import InsecureRequestWarning
 from airflow_provider_backupjob.exceptions import VCenterConfigError, VCenterTLSError
 from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
 from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
-from airflow_provider_backupjob.retry import RetryPolicy
 from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import Simulator
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
 from airflow_provider_backupjob.waiting import event_outcome
-from tests.helpers import connection_uri_json, register_secret, track_simulator
+from tests.helpers import FAST, FLAVOURS, call_hook, connection_uri_json, register_secret, track_simulator
 
-FAST = RetryPolicy(attempts=3, max_seconds=5, initial_wait=0.01, max_wait=0.05)
 VERIFY_OFF = re.compile(r"(?i)verification.{0,20}\boff\b|verify_ssl.{0,20}false|not verif")
 
 
@@ -337,21 +335,6 @@ def test_https_to_a_plain_http_port_fails_the_same_way_in_both_transports(
 # --------------------------------------------------------------------------------------------------
 # Misconfigured TLS fails fast with the fix, in both hooks
 # --------------------------------------------------------------------------------------------------
-def call_hook(flavour: str, method: str, *args: Any) -> Any:
-    if flavour == "sync":
-        with BackupJobHook(retry_policy=FAST) as hook:
-            return getattr(hook, method)(*args)
-
-    async def main() -> Any:
-        async with AsyncBackupJobHook(retry_policy=FAST) as hook:
-            return await getattr(hook, method)(*args)
-
-    return asyncio.run(main())
-
-
-FLAVOURS = pytest.mark.parametrize("flavour", ["sync", "async"])
-
-
 @FLAVOURS
 def test_http_to_an_https_port_says_use_https(
     tls_sim: Simulator, monkeypatch: pytest.MonkeyPatch, flavour: str

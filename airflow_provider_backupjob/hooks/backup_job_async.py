@@ -154,6 +154,11 @@ class AsyncBackupJobHook(CoreOwner):
         await self._settings()
         return self._core.vcenter()
 
+    async def _end_session(self, timeout: float) -> None:
+        """Log out the session :meth:`_session` made, within ``timeout``: its one counterpart."""
+        if self._core.session is not None and self._core.session.is_open:
+            await asyncio.wait_for(self.run(lambda s: s.logout(), LOGOUT_POLICY), timeout)
+
     # Transport: httpx, and asyncio.sleep --------------------------------------------------------------
     async def _send_once(self, req: HttpRequest) -> HttpResponse:
         settings = await self._settings()
@@ -216,8 +221,7 @@ class AsyncBackupJobHook(CoreOwner):
     async def aclose(self, timeout: float = 10.0) -> None:
         """Log out (bounded, also when the waiting task was cancelled) and close. Never raises."""
         try:
-            if self._core.session is not None and self._core.session.is_open:
-                await asyncio.wait_for(self.run(lambda s: s.logout(), LOGOUT_POLICY), timeout)
+            await self._end_session(timeout)
         except (VCenterError, asyncio.TimeoutError, OSError) as err:
             self.log.warning("Could not log out of vCenter: %s", err)
         finally:
