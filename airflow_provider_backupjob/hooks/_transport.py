@@ -125,6 +125,24 @@ class CoreOwner:
         return self._core.retry_policy
 
 
+def mask_token(token: str) -> None:
+    """Register a session token with Airflow's secrets masker (here and in the supervisor)."""
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(token)
+
+
+async def amask_token(token: str) -> None:
+    """The same from an event loop: Airflow 3.3's ``amask_secret`` cannot block it on the supervisor."""
+    from airflow.sdk import log as sdk_log
+
+    amask = getattr(sdk_log, "amask_secret", None)
+    if amask is None:  # before Airflow 3.3: mask_secret is safe in async code there
+        sdk_log.mask_secret(token)
+    else:
+        await amask(token)
+
+
 def peer_names(cert: dict[str, Any] | None) -> list[str]:
     """The DNS names and addresses of a certificate (``getpeercert()``), in its order."""
     return [value for _kind, value in (cert or {}).get("subjectAltName", ())]

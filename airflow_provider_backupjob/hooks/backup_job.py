@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 import requests
 from airflow.sdk import BaseHook
-from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InsecureRequestWarning, NewConnectionError
 
@@ -27,6 +26,7 @@ from airflow_provider_backupjob.hooks._transport import (
     FailureTable,
     Send,
     TransportCore,
+    mask_token,
     probe_tls,
 )
 from airflow_provider_backupjob.models import BackupJobStatus, BackupRequest, CancelResult
@@ -152,7 +152,7 @@ class BackupJobHook(CoreOwner, BaseHook):
             return run.result
         finally:
             if token := self._core.token_to_mask(session):
-                mask_secret(token)
+                mask_token(token)
 
     # The API ------------------------------------------------------------------------------------------
     def get_job(self, job_id: str) -> BackupJobStatus:

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 import httpx
 from airflow.sdk import BaseHook
-from airflow.sdk.log import amask_secret
 
 from airflow_provider_backupjob.exceptions import VCenterError
 from airflow_provider_backupjob.hooks._transport import (
@@ -28,6 +27,7 @@ from airflow_provider_backupjob.hooks._transport import (
     Run,
     Send,
     TransportCore,
+    amask_token,
     peer_names,
 )
 from airflow_provider_backupjob.models import BackupJobStatus, BackupRequest, CancelResult
@@ -189,7 +189,7 @@ class AsyncBackupJobHook(CoreOwner):
             return run.result
         finally:
             if token := self._core.token_to_mask(session):
-                await amask_secret(token)  # the sync mask_secret could block the triggerer's loop
+                await amask_token(token)
 
     async def _driven(self, run: Run[Any]) -> AsyncIterator[Outcome]:
         """Each step of ``run`` done: the outcome of a request; a sleep is slept (and gives None)."""
