@@ -94,13 +94,31 @@ class Probe:
 
 
 class Run(Generic[T]):
-    """One exchange being driven by a hook: iterate for the steps, set :attr:`outcome` after each
-    one; :attr:`result` holds what the exchange returned once the iteration ends."""
+    """One exchange being driven by a hook, in a ``with`` (sync) or ``async with`` block: iterate for
+    the steps, set :attr:`outcome` after each one; :attr:`result` holds what the exchange returned.
+    Leaving the block closes the exchange and masks a new session token, whatever happened."""
 
-    def __init__(self, steps: Generator[Step, Outcome, T]) -> None:
+    def __init__(self, steps: Generator[Step, Outcome, T], new_token: Callable[[], str | None]) -> None:
         self._steps = steps
+        self._new_token = new_token
         self.outcome: Outcome = None
         self.result: T
+
+    def __enter__(self) -> Run[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._steps.close()
+        if token := self._new_token():
+            mask_token(token)
+
+    async def __aenter__(self) -> Run[T]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._steps.close()
+        if token := self._new_token():
+            await amask_token(token)
 
     def __iter__(self) -> Run[T]:
         return self
@@ -201,7 +219,7 @@ class TransportCore:
         operation: Callable[[VCenterSession], Exchange[T]],
         policy: RetryPolicy | None = None,
     ) -> Run[T]:
-        return Run(self._steps(session, operation, policy))
+        return Run(self._steps(session, operation, policy), lambda: self._token_to_mask(session))
 
     def _steps(
         self,
@@ -255,9 +273,8 @@ class TransportCore:
         host = self._settings().host
         self.log.warning("vCenter %s: %s (attempt %d); retrying in %.1f s", host, err, attempt, wait)
 
-    def token_to_mask(self, session: VCenterSession) -> str | None:
-        """The session's token if it is new: the hook registers it with Airflow's secrets masker (sync
-        or async), so that no log line can show it."""
+    def _token_to_mask(self, session: VCenterSession) -> str | None:
+        """The session's token if it is new, to register with Airflow's secrets masker."""
         token = session.token
         if not token or token == self._masked_token:
             return None

@@ -26,7 +26,6 @@ from airflow_provider_backupjob.hooks._transport import (
     FailureTable,
     Send,
     TransportCore,
-    mask_token,
     probe_tls,
 )
 from airflow_provider_backupjob.models import BackupJobStatus, BackupRequest, CancelResult
@@ -141,18 +140,13 @@ class BackupJobHook(CoreOwner, BaseHook):
 
     def run(self, operation: Callable[[VCenterSession], Exchange[T]], policy: RetryPolicy | None = None) -> T:
         """Drive the exchange ``operation(session)`` returns; every error comes out naming the host."""
-        session = self.vcenter
-        run = self._core.start(session, operation, policy)
-        try:
+        with self._core.start(self.vcenter, operation, policy) as run:
             for step in run:
                 if isinstance(step, Send):
                     run.outcome = self._attempt(step.request)
                 else:
                     time.sleep(step.seconds)
-            return run.result
-        finally:
-            if token := self._core.token_to_mask(session):
-                mask_token(token)
+        return run.result
 
     # The API ------------------------------------------------------------------------------------------
     def get_job(self, job_id: str) -> BackupJobStatus:

@@ -9,7 +9,7 @@ import asyncio
 import http.cookiejar
 import logging
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -22,12 +22,9 @@ from airflow_provider_backupjob.hooks._transport import (
     CoreOwner,
     Failure,
     FailureTable,
-    Outcome,
     Probe,
-    Run,
     Send,
     TransportCore,
-    amask_token,
     peer_names,
 )
 from airflow_provider_backupjob.models import BackupJobStatus, BackupRequest, CancelResult
@@ -181,24 +178,13 @@ class AsyncBackupJobHook(CoreOwner):
         self, operation: Callable[[VCenterSession], Exchange[T]], policy: RetryPolicy | None = None
     ) -> T:
         """Drive the exchange ``operation(session)`` returns; every error comes out naming the host."""
-        session = await self._session()
-        run = self._core.start(session, operation, policy)
-        try:
-            async for outcome in self._driven(run):
-                run.outcome = outcome
-            return run.result
-        finally:
-            if token := self._core.token_to_mask(session):
-                await amask_token(token)
-
-    async def _driven(self, run: Run[Any]) -> AsyncIterator[Outcome]:
-        """Each step of ``run`` done: the outcome of a request; a sleep is slept (and gives None)."""
-        for step in run:
-            if isinstance(step, Send):
-                yield await self._attempt(step.request)
-            else:
-                await asyncio.sleep(step.seconds)
-                yield None
+        async with self._core.start(await self._session(), operation, policy) as run:
+            for step in run:
+                if isinstance(step, Send):
+                    run.outcome = await self._attempt(step.request)
+                else:
+                    await asyncio.sleep(step.seconds)
+        return run.result
 
     # The API ------------------------------------------------------------------------------------------
     async def get_job(self, job_id: str) -> BackupJobStatus:
