@@ -404,12 +404,17 @@ def test_any_error_payload_rebuilds_to_our_error(payload: Any) -> None:
 # --------------------------------------------------------------------------------------------------
 FIELD_NAMES = ["id", "state", "progress", "messages", "start_time", "end_time", "default_message", "args"]
 FIELD_NAMES += ["status", "value", "type", "error_type", "kind", "detail", "host", "job_id", "job", "error"]
+
+
+def json_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Arrays and objects of ``inner``; objects often keyed by the names our decoders read."""
+    keys = st.sampled_from(FIELD_NAMES) | texts(max_size=10)
+    return st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=6)
+
+
 any_json = st.recursive(
     scalars | st.sampled_from([*STATES, "OK", "FAIL", START, "not_found", "FEATURE_IN_USE"]),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.sampled_from(FIELD_NAMES) | texts(max_size=10), inner, max_size=6)
-    ),
+    json_containers,
     max_leaves=30,
 )
 MODEL_DECODERS = {
