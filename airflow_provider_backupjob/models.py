@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+from urllib.parse import urlsplit
 
 import pendulum
 from pendulum import DateTime
@@ -190,6 +191,29 @@ class BackupRequest:
             raise VCenterConfigError("location (the URL of the backup folder) is required")
         if self.backup_password is not None and not 8 <= len(self.backup_password) <= 20:
             raise VCenterConfigError("backup_password must be 8 to 20 characters long")
+
+    @classmethod
+    def of(cls, request: BackupRequest | None = None, **fields: Any) -> BackupRequest:
+        """``request``, or one made of its fields as keyword arguments; ``location_type`` defaults
+        to the location URL's scheme (``sftp://...`` is SFTP)."""
+        if request is not None:
+            if fields or not isinstance(request, BackupRequest):
+                raise VCenterConfigError("pass either a BackupRequest or its fields as keyword arguments")
+            return request
+        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise VCenterConfigError(
+                f"unknown backup request field(s) {', '.join(unknown)}; the fields are "
+                + ", ".join(cls.__dataclass_fields__)
+            )
+        if not fields.get("location_type") and isinstance(fields.get("location"), str):
+            fields["location_type"] = urlsplit(fields["location"]).scheme.upper()
+        if isinstance(fields.get("parts"), str):  # one part id, not its characters
+            fields["parts"] = [fields["parts"]]
+        fields.setdefault("parts", None)
+        fields.setdefault("location", "")
+        fields.setdefault("location_type", "")
+        return cls(**fields)
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {

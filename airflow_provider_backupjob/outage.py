@@ -43,10 +43,11 @@ class OutageTracker:
         if lasted >= self.max_outage:
             raise VCenterUnavailableError(
                 f"vCenter has been unreachable for {lasted:.0f} s, longer than max_outage "
-                f"({self.max_outage:g} s); last error: {err.args[0]}",
+                f"({self.max_outage:g} s); last error: {err.detail}",  # the context once, below
                 host=err.host,
                 job_id=err.job_id,
                 status_code=err.status_code,
+                vcenter_messages=err.vcenter_messages,
             ) from err
         return self.max_outage - lasted
 

@@ -31,11 +31,11 @@ def error_outcome(job_id: str, error: VCenterError) -> AirflowException:
     understood fails with the task's retries.
     """
     if isinstance(error, BackupJobNotFound):
-        return AirflowFailException(f"backup job {job_id} does not exist on vCenter {error.host}: {error}")
+        return AirflowFailException(f"backup job {job_id} does not exist on vCenter {error.host}")
     if isinstance(error, (VCenterAuthError, VCenterTLSError, VCenterConfigError)):
         return AirflowFailException(str(error))
     if isinstance(error, VCenterUnavailableError):
-        return AirflowException(f"vCenter {error.host} unavailable: {error}")
+        return AirflowException(f"vCenter unavailable: {error}")  # the error names the host
     if isinstance(error, UnexpectedResponseError):
         return AirflowException(str(error))
     return AirflowException(f"vCenter error: {error}")

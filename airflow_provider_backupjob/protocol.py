@@ -5,8 +5,8 @@ how requests are built, how answers become typed models or exceptions, which fai
 and the session flow (log in once, send the token, log in again once on a 401, fall back from
 ``/api`` to ``/rest`` on appliances before 7.0 U2, log out). The flow is written as generators
 that *yield* an :class:`HttpRequest` and are *sent* the :class:`HttpResponse`; a transport drives
-them. The sync hook drives them with ``requests`` (:func:`drive`), the trigger with ``httpx``
-(:func:`drive_async`); neither knows anything of the protocol.
+them: both hooks through their shared transport core (``hooks/_transport.py``), over ``requests``
+and ``httpx``; tests with :func:`drive`. The protocol knows nothing of them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, TypeVar
@@ -222,6 +222,12 @@ def error_for(req: HttpRequest, resp: HttpResponse) -> VCenterError:
     kw: dict[str, Any] = {"job_id": req.job_id, "status_code": resp.status, "vcenter_messages": messages}
     status = resp.status
     if req.operation == "log in":
+        if status == 404 and req.target == "/api/session":  # only with api_style "api": auto falls back
+            return VCenterConfigError(
+                "the appliance has no /api (vCenter before 7.0 U2 answers 404 there): set the connection "
+                "extra api_style to auto or rest",
+                **kw,
+            )
         if status == 401:
             return VCenterAuthError("vCenter rejected the user name or password at login", **kw)
         if is_session_cap(resp):
@@ -422,18 +428,6 @@ def drive(exchange: Exchange[T], send: Callable[[HttpRequest], HttpResponse]) ->
         req = next(exchange)
         while True:
             req = exchange.send(send(req))
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    finally:
-        exchange.close()
-
-
-async def drive_async(exchange: Exchange[T], send: Callable[[HttpRequest], Awaitable[HttpResponse]]) -> T:
-    """Run an exchange with an asynchronous transport."""
-    try:
-        req = next(exchange)
-        while True:
-            req = exchange.send(await send(req))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     finally:

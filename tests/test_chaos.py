@@ -46,7 +46,7 @@ from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import FAULT_KINDS, Simulator
 from airflow_provider_backupjob.simulator.faults import Fault
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
-from tests.conftest import Connect
+from tests.helpers import Connect
 
 try:
     from airflow.sdk._shared.secrets_masker import reset_secrets_masker

@@ -15,7 +15,7 @@ from airflow.sdk.execution_time.timeout import timeout as task_timeout
 from airflow_provider_backupjob.operators.backup_job import StartBackupJobOperator, VCenterApplianceLink
 from airflow_provider_backupjob.simulator import Simulator
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
-from tests.conftest import Connect
+from tests.helpers import Connect
 
 TARGET_PASSWORD = "target-Secret-41"
 BACKUP_PASSWORD = "Backup-Secret-42"

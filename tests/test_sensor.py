@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import (
 
 from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import READONLY_USER, Simulator
-from tests.conftest import Connect
+from tests.helpers import Connect
 
 
 def sensor(job_id: str, **kwargs: Any) -> BackupJobSensor:

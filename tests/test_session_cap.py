@@ -20,7 +20,7 @@ from airflow_provider_backupjob.retry import RetryPolicy
 from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import ADMIN_USER, DEFAULT_PASSWORD, Simulator
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
-from tests.conftest import Connect
+from tests.helpers import Connect
 
 CAP = 3
 FAST = RetryPolicy(attempts=3, max_seconds=5, initial_wait=0.01, max_wait=0.05)

@@ -21,7 +21,7 @@ from airflow_provider_backupjob.outcome import event_outcome
 from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import DEFAULT_PASSWORD, READONLY_USER, Simulator
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
-from tests.conftest import Connect
+from tests.helpers import Connect
 
 
 def trigger(job_id: str, **kwargs: Any) -> BackupJobTrigger:

@@ -6,60 +6,45 @@ Used by the trigger in the triggerer's event loop: every call awaits, nothing bl
 from __future__ import annotations
 
 import asyncio
-import functools
 import http.cookiejar
 import logging
-import os
-import ssl
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from airflow.sdk import BaseHook
-from tenacity import AsyncRetrying
 
-from airflow_provider_backupjob.exceptions import (
-    VCenterApiError,
-    VCenterError,
-    VCenterTLSError,
-    VCenterUnavailableError,
-    caused_by,
+from airflow_provider_backupjob.exceptions import VCenterError
+from airflow_provider_backupjob.hooks._transport import (
+    LOGOUT_POLICY,
+    CoreOwner,
+    Failure,
+    FailureTable,
+    Probe,
+    Send,
+    TransportCore,
+    peer_names,
 )
-from airflow_provider_backupjob.models import BackupJobStatus
-from airflow_provider_backupjob.protocol import (
-    Exchange,
-    HttpRequest,
-    HttpResponse,
-    VCenterSession,
-    drive_async,
-    error_for,
-    is_transient,
-)
+from airflow_provider_backupjob.models import BackupJobStatus, BackupRequest, CancelResult
+from airflow_provider_backupjob.protocol import Exchange, HttpRequest, HttpResponse, VCenterSession
 from airflow_provider_backupjob.retry import RetryPolicy
-from airflow_provider_backupjob.settings import DEFAULT_CONN_ID, ConnectionSettings
+from airflow_provider_backupjob.settings import (
+    DEFAULT_CONN_ID,
+    ConnectionSettings,
+    tls_context,
+    trust_version,
+)
 
 T = TypeVar("T")
 
-
-CaVersion = tuple[bool | str, int, int]
-
-
-def _ca_version(setting: bool | str) -> CaVersion:
-    """The verify setting with its CA bundle file's version: a replaced bundle (a renewed VMCA
-    root) is a new setting, for the SSL contexts and the shared clients alike."""
-    if isinstance(setting, str):
-        stat = os.stat(setting)
-        return (setting, stat.st_mtime_ns, stat.st_size)
-    return (setting, 0, 0)
-
-
-@functools.lru_cache(maxsize=16)
-def _ssl_context(version: CaVersion) -> ssl.SSLContext:
-    """One verifying context per CA bundle version per process: building one costs milliseconds."""
-    cafile = version[0] if isinstance(version[0], str) else None
-    return ssl.create_default_context(cafile=cafile)
+HTTPX_FAILURES: FailureTable = (
+    (httpx.ConnectTimeout, Failure.CONNECT_TIMEOUT),
+    ((httpx.ConnectError, httpx.PoolTimeout), Failure.CONNECT),
+    (httpx.TimeoutException, Failure.READ_TIMEOUT),
+    ((httpx.NetworkError, httpx.RemoteProtocolError), Failure.DROPPED),
+)
 
 
 # Hooks that share one client. One client for all was measured worse: httpcore's pool does work
@@ -87,8 +72,8 @@ class _SharedClients:
         return sum(len(pool) for pool in self._by_loop.get(asyncio.get_running_loop(), {}).values())
 
     def acquire(self, settings: ConnectionSettings, keepalive_expiry: float) -> httpx.AsyncClient:
-        ca = _ca_version(settings.verify)
-        key = (settings.base_url, ca, settings.timeout, keepalive_expiry)
+        trust = trust_version(settings) if settings.verify is not False else False
+        key = (settings.base_url, trust, settings.timeout, keepalive_expiry)
         clients = self._by_loop.setdefault(asyncio.get_running_loop(), {}).setdefault(key, {})
         for client, users in clients.items():
             if users < HOOKS_PER_CLIENT:
@@ -96,7 +81,7 @@ class _SharedClients:
                 return client
         client = httpx.AsyncClient(
             base_url=settings.base_url,
-            verify=False if settings.verify is False else _ssl_context(ca),
+            verify=tls_context(settings),
             timeout=settings.timeout,
             headers={"Accept": "application/json"},
             trust_env=False,
@@ -128,10 +113,12 @@ class _SharedClients:
 _clients = _SharedClients()
 
 
-class AsyncBackupJobHook:
+class AsyncBackupJobHook(CoreOwner):
     """Async access to one appliance: one session for the hook's life, closed by :meth:`aclose`.
 
     The connection is resolved with Airflow's async-safe lookup; the HTTP client is made on first use.
+    What it shares with the sync hook lives in :mod:`._transport`; here is only what ``httpx`` and
+    awaiting need.
     """
 
     def __init__(
@@ -142,94 +129,85 @@ class AsyncBackupJobHook:
         keepalive_expiry: float = 5.0,
     ):
         self.vcenter_conn_id = vcenter_conn_id
-        self.retry_policy = retry_policy or RetryPolicy()
         # A poller should keep its connection past one poll interval: with httpx's default of 5 s,
         # every poll at the usual 30-60 s intervals paid a new TCP (and TLS) handshake.
         self.keepalive_expiry = keepalive_expiry
-        self.settings: ConnectionSettings | None = None
-        self._client: httpx.AsyncClient | None = None
-        self._vcenter: VCenterSession | None = None
         self.log = logging.getLogger(__name__)
+        self._core = TransportCore(vcenter_conn_id, retry_policy, self.log, HTTPX_FAILURES)
+        self._client: httpx.AsyncClient | None = None
 
-    async def _setup(self) -> tuple[ConnectionSettings, httpx.AsyncClient, VCenterSession]:
-        if self.settings is None:
-            conn = await BaseHook.aget_connection(self.vcenter_conn_id)
-            self.settings = ConnectionSettings.from_connection(conn, self.vcenter_conn_id)
-            if warning := self.settings.verify_off_warning(self.vcenter_conn_id):
-                self.log.warning(warning)
+    @property
+    def settings(self) -> ConnectionSettings | None:
+        """The connection's settings once read (on first use), else None."""
+        return self._core.settings
+
+    async def _settings(self) -> ConnectionSettings:
+        if self._core.settings is None:
+            return self._core.configure(await BaseHook.aget_connection(self.vcenter_conn_id))
+        return self._core.settings
+
+    async def _session(self) -> VCenterSession:
+        """The session this hook's exchanges run in: the one place that makes (or finds) it."""
+        await self._settings()
+        return self._core.vcenter()
+
+    async def _end_session(self, timeout: float) -> None:
+        """Log out the session :meth:`_session` made, within ``timeout``: its one counterpart."""
+        if self._core.session is not None and self._core.session.is_open:
+            await asyncio.wait_for(self.run(lambda s: s.logout(), LOGOUT_POLICY), timeout)
+
+    # Transport: httpx, and asyncio.sleep --------------------------------------------------------------
+    async def _send_once(self, req: HttpRequest) -> HttpResponse:
+        settings = await self._settings()
         if self._client is None:
-            self._client = _clients.acquire(self.settings, self.keepalive_expiry)
-        if self._vcenter is None:
-            s = self.settings
-            self._vcenter = VCenterSession(username=s.username, password=s.password, api_style=s.api_style)
-        return self.settings, self._client, self._vcenter
-
-    async def _send_once(self, client: httpx.AsyncClient, host: str, req: HttpRequest) -> HttpResponse:
+            self._client = _clients.acquire(settings, self.keepalive_expiry)
         try:
-            r = await client.request(req.method, req.target, headers=req.headers, json=req.json_body)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
-            if caused_by(err, ssl.SSLError):
-                certificate = caused_by(err, ssl.SSLCertVerificationError)
-                raise VCenterTLSError.from_ssl_error(host, err, certificate=certificate) from None
-            raise VCenterUnavailableError(
-                f"could not reach vCenter to {req.operation}: {type(err).__name__}: {err}", request_sent=False
-            ) from None
-        except httpx.TimeoutException as err:
-            raise VCenterUnavailableError(
-                f"vCenter did not answer in time to the request to {req.operation} ({type(err).__name__})"
-            ) from None
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as err:
-            raise VCenterUnavailableError(
-                f"the connection to vCenter failed during the request to {req.operation}: "
-                f"{type(err).__name__}: {err}"
-            ) from None
+            r = await self._client.request(req.method, req.target, headers=req.headers, json=req.json_body)
         except httpx.HTTPError as err:
-            raise VCenterApiError(
-                f"the request to {req.operation} failed: {type(err).__name__}: {err}"
-            ) from None
-        resp = HttpResponse(r.status_code, r.content, r.headers.get("Content-Type", ""))
-        if is_transient(resp):
-            raise error_for(req, resp)
-        return resp
+            probe = self._core.probe_for(err)
+            raise self._core.failure(req, err, await _probe_tls(probe) if probe else None) from None
+        return self._core.answer(req, r.status_code, r.content, r.headers.get("Content-Type", ""))
+
+    async def _attempt(self, req: HttpRequest) -> HttpResponse | VCenterError:
+        try:
+            return await self._send_once(req)
+        except VCenterError as err:
+            return err
 
     async def run(
-        self, exchange_of: Callable[[VCenterSession], Exchange[T]], policy: RetryPolicy | None = None
+        self, operation: Callable[[VCenterSession], Exchange[T]], policy: RetryPolicy | None = None
     ) -> T:
-        """Drive the exchange ``exchange_of(session)`` returns; errors name the host."""
-        settings, client, session = await self._setup()
-        chosen = policy or self.retry_policy
-        exchange = exchange_of(session)
+        """Drive the exchange ``operation(session)`` returns; every error comes out naming the host."""
+        async with self._core.start(await self._session(), operation, policy) as run:
+            for step in run:
+                if isinstance(step, Send):
+                    run.outcome = await self._attempt(step.request)
+                else:
+                    await asyncio.sleep(step.seconds)
+        return run.result
 
-        async def send(req: HttpRequest) -> HttpResponse:
-            try:
-                return await self._send_once(client, settings.host, req)
-            except VCenterUnavailableError as err:
-                retrying = chosen.retries_after(req, err)
-                if retrying is None:
-                    raise
-                await asyncio.sleep(chosen.first_wait())
-            async for attempt in AsyncRetrying(**retrying):
-                with attempt:
-                    return await self._send_once(client, settings.host, req)
-            raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
-
-        try:
-            return await drive_async(exchange, send)
-        except VCenterError as err:
-            raise err.with_context(host=settings.host) from err.__cause__
-
+    # The API ------------------------------------------------------------------------------------------
     async def get_job(self, job_id: str) -> BackupJobStatus:
-        return await self.run(lambda session: session.get_job(job_id))
+        return await self.run(lambda s: s.get_job(job_id))
 
     async def list_jobs(self) -> list[str]:
-        return await self.run(lambda session: session.list_jobs())
+        return await self.run(lambda s: s.list_jobs())
+
+    async def list_parts(self) -> list[str]:
+        return await self.run(lambda s: s.list_parts())
+
+    async def start_backup(self, request: BackupRequest | None = None, **fields: Any) -> BackupJobStatus:
+        """Start a backup, of a :class:`BackupRequest` or of its fields as keyword arguments."""
+        backup = BackupRequest.of(request, **fields)
+        return await self.run(lambda s: s.start_backup(backup))
+
+    async def cancel_job(self, job_id: str) -> CancelResult:
+        return await self.run(lambda s: s.cancel_job(job_id))
 
     async def aclose(self, timeout: float = 10.0) -> None:
-        """Log out (one bounded attempt, also when the waiting task was cancelled) and close. Never raises."""
+        """Log out (bounded, also when the waiting task was cancelled) and close. Never raises."""
         try:
-            if self._vcenter is not None and self._vcenter.is_open:
-                vcenter = self._vcenter
-                await asyncio.wait_for(self.run(lambda _: vcenter.logout(), RetryPolicy(attempts=1)), timeout)
+            await self._end_session(timeout)
         except (VCenterError, asyncio.TimeoutError, OSError) as err:
             self.log.warning("Could not log out of vCenter: %s", err)
         finally:
@@ -244,3 +222,17 @@ class AsyncBackupJobHook:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+async def _probe_tls(probe: Probe) -> list[str] | None:
+    """The certificate's names if the port completes a TLS handshake, else None (cf. probe_tls)."""
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(probe.host, probe.port, ssl=probe.context, server_hostname=probe.host),
+            probe.timeout,
+        )
+    except (OSError, ValueError, asyncio.TimeoutError):
+        return None
+    names = peer_names(writer.get_extra_info("peercert"))
+    writer.close()
+    return names
