@@ -5,6 +5,8 @@ from __future__ import annotations
 import ssl
 import time
 import warnings
+from collections.abc import Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -21,7 +23,13 @@ from airflow_provider_backupjob.exceptions import (
     caused_by,
     exception_chain,
 )
-from airflow_provider_backupjob.models import BackupJobStatus, BackupRequest, CancelResult
+from airflow_provider_backupjob.models import (
+    BackupJobDetails,
+    BackupJobStatus,
+    BackupRequest,
+    CancelResult,
+    JobType,
+)
 from airflow_provider_backupjob.protocol import (
     Exchange,
     HttpRequest,
@@ -185,6 +193,24 @@ class BackupJobHook(BaseHook):
     def list_jobs(self) -> list[str]:
         """The ids of the backup jobs the appliance knows."""
         return self.run(self.vcenter.list_jobs())
+
+    def list_job_details(self, job_ids: Sequence[str] | None = None) -> dict[str, BackupJobDetails]:
+        """Details (type, size, duration, location, ...) by job id; all jobs if ``job_ids`` is None."""
+        return self.run(self.vcenter.list_job_details(job_ids))
+
+    def find_job(
+        self,
+        *,
+        started_after: datetime,
+        started_before: datetime | None = None,
+        job_type: JobType | str | None = None,
+    ) -> BackupJobStatus | None:
+        """The newest job started in ``[started_after, started_before)`` of ``job_type``, or None."""
+        return self.run(
+            self.vcenter.find_job(
+                started_after=started_after, started_before=started_before, job_type=job_type
+            )
+        )
 
     def list_parts(self) -> list[str]:
         """The ids of the parts a backup can include (``common``, ``seat``, ...)."""

@@ -12,7 +12,8 @@ import logging
 import os
 import ssl
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import TypeVar
 
@@ -27,7 +28,7 @@ from airflow_provider_backupjob.exceptions import (
     VCenterUnavailableError,
     caused_by,
 )
-from airflow_provider_backupjob.models import BackupJobStatus
+from airflow_provider_backupjob.models import BackupJobDetails, BackupJobStatus, JobType
 from airflow_provider_backupjob.protocol import (
     Exchange,
     HttpRequest,
@@ -223,6 +224,22 @@ class AsyncBackupJobHook:
 
     async def list_jobs(self) -> list[str]:
         return await self.run(lambda session: session.list_jobs())
+
+    async def list_job_details(self, job_ids: Sequence[str] | None = None) -> dict[str, BackupJobDetails]:
+        return await self.run(lambda session: session.list_job_details(job_ids))
+
+    async def find_job(
+        self,
+        *,
+        started_after: datetime,
+        started_before: datetime | None = None,
+        job_type: JobType | str | None = None,
+    ) -> BackupJobStatus | None:
+        return await self.run(
+            lambda s: s.find_job(
+                started_after=started_after, started_before=started_before, job_type=job_type
+            )
+        )
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Log out (one bounded attempt, also when the waiting task was cancelled) and close. Never raises."""

@@ -39,9 +39,8 @@ from __future__ import annotations
 from .client import SimulatorClient, SimulatorError
 from .faults import FAULT_KINDS
 from .inprocess import Simulator
-from .model import JobScript, VapiError
+from .model import ADMIN_USER, JobScript, VapiError
 from .state import (
-    ADMIN_USER,
     DEFAULT_PASSWORD,
     DEFAULT_USERS,
     READONLY_USER,

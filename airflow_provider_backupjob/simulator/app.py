@@ -288,6 +288,8 @@ class App:
             ("POST", "reset-counters"): st.reset_counters,
             ("POST", "config"): lambda: st.configure(**body),
             ("POST", "start-script"): lambda: st.set_start_script(**body),
+            ("POST", "schedule"): lambda: st.set_schedule(**body),
+            ("GET", "schedule"): lambda: {"schedule": st.schedule_info()},
             ("GET", "health"): lambda: {"ok": True, "fault_kinds": list(FAULT_KINDS)},
         }
         call = routes.get((m, sub))

@@ -68,6 +68,9 @@ class SimulatorClient:
         inprogress_polls: int = 3,
         end_time_null: bool = False,
         messages: list[dict[str, Any]] | list[str] | None = None,
+        job_type: str = "MANUAL",
+        started_ago: float = 0.0,
+        run_seconds: float | None = None,
     ) -> str:
         body = {
             "job_id": job_id,
@@ -76,6 +79,9 @@ class SimulatorClient:
             "inprogress_polls": inprogress_polls,
             "end_time_null": end_time_null,
             "messages": messages,
+            "job_type": job_type,
+            "started_ago": started_ago,
+            "run_seconds": run_seconds,
         }
         return str(self._call("POST", "jobs", body)["id"])
 
@@ -154,3 +160,27 @@ class SimulatorClient:
                 "end_time_null": end_time_null,
             },
         )
+
+    def set_details_enabled(self, enabled: bool) -> None:
+        self._call("POST", "config", {"details_enabled": enabled})
+
+    def set_schedule(
+        self,
+        interval: float | None,
+        outcomes: list[str] | None = None,
+        run_seconds: float | None = 2.0,
+        first_in: float | None = None,
+        count: int | None = None,
+    ) -> None:
+        body = {
+            "interval": interval,
+            "outcomes": outcomes,
+            "run_seconds": run_seconds,
+            "first_in": first_in,
+            "count": count,
+        }
+        self._call("POST", "schedule", body)
+
+    def schedule_info(self) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self._call("GET", "schedule")["schedule"]
+        return result

@@ -119,8 +119,21 @@ class Simulator:
         inprogress_polls: int = 3,
         end_time_null: bool = False,
         messages: list[dict[str, Any]] | list[str] | None = None,
+        job_type: str = "MANUAL",
+        started_ago: float = 0.0,
+        run_seconds: float | None = None,
     ) -> str:
-        return self.state.add_job(job_id, outcome, none_polls, inprogress_polls, end_time_null, messages)
+        return self.state.add_job(
+            job_id,
+            outcome,
+            none_polls,
+            inprogress_polls,
+            end_time_null,
+            messages,
+            job_type,
+            started_ago,
+            run_seconds,
+        )
 
     def remove_job(self, job_id: str) -> bool:
         return self.state.remove_job(job_id)
@@ -176,3 +189,20 @@ class Simulator:
         end_time_null: bool = False,
     ) -> None:
         self.state.set_start_script(outcome, none_polls, inprogress_polls, end_time_null)
+
+    def set_details_enabled(self, enabled: bool) -> None:
+        """False: the details call answers 404, as on vCenter 6.5 (with ``set_api_enabled(False)``)."""
+        self.state.configure(details_enabled=enabled)
+
+    def set_schedule(
+        self,
+        interval: float | None,
+        outcomes: list[str] | None = None,
+        run_seconds: float | None = 2.0,
+        first_in: float | None = None,
+        count: int | None = None,
+    ) -> None:
+        self.state.set_schedule(interval, outcomes, run_seconds, first_in, count)
+
+    def schedule_info(self) -> dict[str, Any] | None:
+        return self.state.schedule_info()
