@@ -142,3 +142,9 @@ class BackupJobTrigger(BaseTrigger):
             # not keep polling in one burst per interval
             pause += random.uniform(0, min(0.05 * pause, 1.0))  # noqa: S311
             await asyncio.sleep(max(0.0, min(pause, self._left())))
+
+
+# The event trigger lives in its own module; importable from here too, the documented path.
+from airflow_provider_backupjob.triggers.backup_job_event import BackupJobEventTrigger  # noqa: E402
+
+__all__ = ["BackupJobEventTrigger", "BackupJobTrigger"]
