@@ -79,10 +79,12 @@ def test_example_dags_parse_without_errors(airflow_env: tuple[dict[str, str], Si
     assert result == {
         "errors": {},
         "dags": [
+            "vcenter_backup_asset",
             "vcenter_backup_gate",
             "vcenter_backup_gate_deferrable",
             "vcenter_backup_gate_reschedule",
             "vcenter_backup_start_and_wait",
+            "vcenter_backup_tonight",
         ],
     }
 
@@ -135,4 +137,23 @@ def test_start_and_wait_example(airflow_env: tuple[dict[str, str], Simulator]) -
     assert "SUCCEEDED (100%)" in out
     for secret in ("target-pw-0451", "Backup-pw-0451", DEFAULT_PASSWORD):
         assert secret not in out
+    assert sim.stats()["open_sessions"] == 0
+
+
+def test_tonights_backup_waits_for_the_next_scheduled_job(
+    airflow_env: tuple[dict[str, str], Simulator],
+) -> None:
+    env, sim = airflow_env
+    sim.add_job(job_type="SCHEDULED", started_ago=3600, inprogress_polls=0)  # last night's: too early
+    sim.add_job(inprogress_polls=0)  # a manual one: not the scheduled backup
+    sim.set_schedule(3, run_seconds=0.5, first_in=4)  # tonight's starts after the run does
+    try:
+        code, out = dags_test(env, "vcenter_backup_tonight")
+    finally:
+        sim.set_schedule(None)
+    assert code == 0, out[-3000:]
+    chosen = [line for line in out.splitlines() if "Chose backup job" in line]
+    assert chosen and "(SCHEDULED, started" in chosen[0]
+    job_id = chosen[0].split("Chose backup job ", 1)[1].split()[0]
+    assert f"SCHEDULED backup job {job_id} SUCCEEDED" in out and "patching can start" in out
     assert sim.stats()["open_sessions"] == 0
