@@ -157,3 +157,36 @@ def test_tonights_backup_waits_for_the_next_scheduled_job(
     job_id = chosen[0].split("Chose backup job ", 1)[1].split()[0]
     assert f"SCHEDULED backup job {job_id} SUCCEEDED" in out and "patching can start" in out
     assert sim.stats()["open_sessions"] == 0
+
+
+def readme_recipes() -> dict[str, str]:
+    """The complete DAGs of the README's recipe sections, by heading."""
+    text = (ROOT / "README.md").read_text()
+    found = {}
+    for section in text.split("\n## ")[1:]:
+        heading, _, body = section.partition("\n")
+        if heading.startswith("Recipe:"):
+            found[heading] = body.split("```python\n", 1)[1].split("\n```", 1)[0]
+    return found
+
+
+def test_readme_recipes_are_complete_dags(
+    airflow_env: tuple[dict[str, str], Simulator], tmp_path: Path
+) -> None:
+    env, _ = airflow_env
+    recipes = readme_recipes()
+    assert len(recipes) == 2 and next(iter(recipes)).startswith("Recipe: wait for tonight")
+    for i, source in enumerate(recipes.values()):
+        (tmp_path / f"recipe_{i}.py").write_text(source)
+    code = (
+        "import json; from airflow.dag_processing.dagbag import DagBag; "
+        f"bag = DagBag(dag_folder={str(tmp_path)!r}); "
+        "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()}, "
+        "'dags': sorted(bag.dag_ids)}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"errors": {}, "dags": ["patch_after_each_backup", "tonights_backup"]}

@@ -88,6 +88,9 @@ class SimulatorClient:
     def remove_job(self, job_id: str) -> bool:
         return bool(self._call("DELETE", f"jobs/{quote(job_id, safe='')}")["removed"])
 
+    def list_jobs(self) -> list[str]:
+        return [str(j) for j in self._call("GET", "jobs")["jobs"]]
+
     def job_state(self, job_id: str) -> str | None:
         info = self._call("GET", f"jobs/{quote(job_id, safe='')}")
         return None if info is None else str(info["state"])

@@ -138,6 +138,10 @@ class Simulator:
     def remove_job(self, job_id: str) -> bool:
         return self.state.remove_job(job_id)
 
+    def list_jobs(self) -> list[str]:
+        """The ids of all jobs, newest first (starts the schedule's jobs that are due)."""
+        return self.state.list_jobs()
+
     def job_state(self, job_id: str) -> str | None:
         return self.state.job_state(job_id)
 
