@@ -19,7 +19,6 @@ import os
 from datetime import timedelta
 from typing import Any
 
-import pendulum
 from airflow.sdk import DAG, task
 
 from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
@@ -29,15 +28,13 @@ POKE_INTERVAL = float(os.environ.get("VCENTER_BACKUP_POKE_INTERVAL", "60"))
 with DAG(
     dag_id="vcenter_backup_tonight",
     description="Patch after tonight's scheduled vCenter backup succeeded",
-    schedule="30 22 * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
+    schedule="30 22 * * *",  # no start_date: the first run is the next 22:30, not last night's
     tags=["vcenter", "backup", "example"],
 ):
     tonights_backup = BackupJobSensor(
         task_id="wait_for_tonights_backup",
-        # a manual run has no data interval: then the run's own time
-        started_after="{{ data_interval_end or dag_run.run_after }}",
+        # a run triggered by hand (API, UI) has no data interval: then the time it was triggered
+        started_after="{{ data_interval_end | default(dag_run.run_after, true) }}",
         job_type="SCHEDULED",
         vcenter_conn_id="vcenter_backup_default",
         mode="reschedule",
