@@ -352,6 +352,7 @@ ID_CLOCK_SLACK = dt.timedelta(hours=14)
 FIND_BATCH = 20  # ids a details request asks for (a URL well under 1 kB)
 FIND_MAX_BATCHES = 3  # details requests of one find_job call, at most
 FALLBACK_GETS = 8  # job GETs of one find_job call on an appliance without details
+_FAR_FUTURE = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
 
 
 def job_id_time(job_id: str) -> dt.datetime | None:
@@ -521,7 +522,7 @@ class VCenterSession:
         job_ids: Sequence[str],
         *,
         need_type: bool,
-        stop_before: dt.datetime | None = None,
+        stop_below: dt.datetime | None = None,
         max_gets: int | None = None,
     ) -> Exchange[tuple[list[BackupJobStatus], bool]]:
         if not job_ids:
@@ -543,8 +544,8 @@ class VCenterSession:
             except BackupJobNotFound:
                 continue
             found.append(status)
-            if stop_before is not None and status.start_time is not None and status.start_time < stop_before:
-                break  # ids are newest first: every later one started earlier still
+            if stop_below is not None and status.start_time is not None and status.start_time < stop_below:
+                break  # ids are newest first: this one decides (in the window, or every later one is too old)
         return found, False
 
     def find_job(
@@ -558,7 +559,8 @@ class VCenterSession:
 
         One list request; the ids' time stamps rule out the jobs that cannot be in the window; then
         details of at most FIND_MAX_BATCHES batches of FIND_BATCH ids, newest first. On an appliance
-        without details: one 404, then at most FALLBACK_GETS job GETs, newest first. A call costs at
+        without details: one 404, then job GETs newest first, up to the first that started before
+        ``started_before`` (it decides), at most FALLBACK_GETS. A call costs at
         most 1 + FIND_MAX_BATCHES requests (2 + FALLBACK_GETS on vCenter 6.5), however many jobs the
         appliance keeps.
         """
@@ -582,7 +584,10 @@ class VCenterSession:
         for first in range(0, min(len(candidates), FIND_BATCH * FIND_MAX_BATCHES), FIND_BATCH):
             batch = candidates[first : first + FIND_BATCH]
             statuses, had_details = yield from self._statuses(
-                batch, need_type=kind is not None, stop_before=after, max_gets=FALLBACK_GETS
+                batch,
+                need_type=kind is not None,
+                stop_below=before or _FAR_FUTURE,
+                max_gets=FALLBACK_GETS,
             )
             found = _newest_match(statuses, after, before, kind)
             if found is not None or not had_details:  # vCenter 6.5: the GETs were the last word

@@ -275,10 +275,10 @@ def test_every_find_job_is_bounded_in_requests_however_many_jobs(
     sent = sum(requests_of(sim).values()) - requests_of(sim).get("DELETE session", 0)
     if details:
         assert found is None  # no SCHEDULED job among the newest batches
-        assert sent <= 1 + FIND_MAX_BATCHES
+        assert sent == 1 + FIND_MAX_BATCHES  # the list, then 3 details requests of 20 ids
     else:
         assert found is not None
-        assert sent <= 2 + FALLBACK_GETS
+        assert sent == 3 <= 2 + FALLBACK_GETS  # the list, the 404 on details, the newest job
 
 
 @pytest.mark.parametrize(
