@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import inspect
 from typing import Any
 
 import pendulum
@@ -24,6 +23,7 @@ from airflow_provider_backupjob.protocol import (
 )
 from airflow_provider_backupjob.retry import RetryPolicy
 from airflow_provider_backupjob.simulator import SimState, Simulator, SimulatorClient
+from airflow_provider_backupjob.simulator.control import CALLS, ControlApi
 from tests.conftest import Connect
 
 FAST = RetryPolicy(attempts=3, max_seconds=5, initial_wait=0.01, max_wait=0.05)
@@ -164,15 +164,26 @@ def test_simulator_schedule_starts_scheduled_jobs_over_time() -> None:
     assert len(state.list_jobs()) == 3
 
 
-def test_simulator_and_its_client_have_the_same_control_methods() -> None:
-    def surface(cls: type) -> dict[str, list[str]]:
-        return {
-            name: [p for p in inspect.signature(fn).parameters if p != "self"]
-            for name, fn in vars(cls).items()
-            if callable(fn) and not name.startswith("_") and name not in {"start", "stop", "wait_ready"}
-        }
+def test_the_control_api_is_declared_once() -> None:
+    public = {n for n, f in vars(ControlApi).items() if callable(f) and not n.startswith("_")}
+    assert public == set(CALLS) - {"health"}  # every method has its route, every route its method
+    for cls in (Simulator, SimulatorClient):
+        assert issubclass(cls, ControlApi)
+        assert not public & set(vars(cls)), f"{cls.__name__} declares control methods of its own"
 
-    assert surface(Simulator) == surface(SimulatorClient)
+
+def test_every_control_call_answers_alike_in_process_and_over_http(sim: Simulator) -> None:
+    client = SimulatorClient(sim.base_url)
+    job = sim.add_job(job_type="SCHEDULED", inprogress_polls=0)
+    assert client.job_state(job) == sim.job_state(job) == "SUCCEEDED"
+    assert client.job_info(job) == sim.job_info(job)
+    assert client.job_state("20990101-000000-1") is None is sim.job_state("20990101-000000-1")
+    client.set_schedule(60, outcomes=["FAILED"], first_in=3600)
+    assert sim.schedule_info() == client.schedule_info() and client.schedule_info()["outcomes"] == ["FAILED"]
+    client.set_details_enabled(False)
+    assert sim.state.details_enabled is False
+    assert client.list_jobs() == sim.list_jobs() == [job]
+    assert client.remove_job(job) is True and sim.remove_job(job) is False
 
 
 # ---- the hooks over sockets -----------------------------------------------------------------------------
