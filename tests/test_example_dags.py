@@ -190,3 +190,29 @@ def test_readme_recipes_are_complete_dags(
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"errors": {}, "dags": ["patch_after_each_backup", "tonights_backup"]}
+
+
+def test_asset_dag_reads_which_backup_succeeded_from_the_asset_event(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location(
+        "vcenter_backup_asset", ROOT / "example_dags/vcenter_backup_asset.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (watcher,) = module.vcenter_backup.watchers
+    assert watcher.trigger.serialize()[1]["states"] == ["SUCCEEDED"]
+    payload = {
+        "id": "20261201-220000-1",
+        "type": "SCHEDULED",
+        "state": "SUCCEEDED",
+        "end_time": "2026-12-01T22:05:00",
+    }
+    events = {module.vcenter_backup: [SimpleNamespace(extra={"from_trigger": True, "payload": payload})]}
+    task_function = module.patch_after_backup.function  # what the task runs, undecorated
+    assert task_function(triggering_asset_events=events) == ["20261201-220000-1"]
+    assert "backup job 20261201-220000-1 (SCHEDULED) SUCCEEDED" in capsys.readouterr().out

@@ -200,3 +200,14 @@ def test_deferrable_failed_and_foreign_events_fail_closed(sim: Simulator, connec
     with pytest.raises(AirflowException, match="outside"):
         task.execute_complete({}, {**event, "job": manual})
     assert_no_session_left(sim)
+
+
+def test_outage_while_selecting_keeps_waiting(sim: Simulator, connect: Connect) -> None:
+    job = sim.add_job(job_type="SCHEDULED", inprogress_polls=0)
+    connect()
+    sim.inject("http_503_html", path_contains="/backup/job", times=20)
+    task = sensor(started_after=ago(HOUR), job_type="SCHEDULED")
+    assert task.poke({}).is_done is False  # nothing chosen yet: wait, within the timeout
+    sim.clear_faults()
+    assert task.execute({})["id"] == job
+    assert_no_session_left(sim)
