@@ -561,8 +561,9 @@ class VCenterSession:
         details of at most FIND_MAX_BATCHES batches of FIND_BATCH ids, newest first. On an appliance
         without details: one 404, then job GETs newest first, up to the first that started before
         ``started_before`` (it decides), at most FALLBACK_GETS. A call costs at
-        most 1 + FIND_MAX_BATCHES requests (2 + FALLBACK_GETS on vCenter 6.5), however many jobs the
-        appliance keeps.
+        most 2 + FIND_MAX_BATCHES requests (2 + FALLBACK_GETS on vCenter 6.5), however many jobs the
+        appliance keeps, plus one GET of the job chosen by its details (the state it answers is the
+        one the job's own endpoint gives).
         """
         after = _aware(started_after, "started_after")
         before = None if started_before is None else _aware(started_before, "started_before")
@@ -578,9 +579,8 @@ class VCenterSession:
                     "cannot find a job by start time on this appliance: its job ids carry no time stamp "
                     "and it has no job details (vCenter 6.5); give the sensor a job_id instead"
                 )
-            return _newest_match(
-                [i.to_status() for i in details.values() if i.start_time], after, before, kind
-            )
+            statuses = [i.to_status() for i in details.values() if i.start_time]
+            return (yield from self._confirmed(_newest_match(statuses, after, before, kind)))
         for first in range(0, min(len(candidates), FIND_BATCH * FIND_MAX_BATCHES), FIND_BATCH):
             batch = candidates[first : first + FIND_BATCH]
             statuses, had_details = yield from self._statuses(
@@ -590,9 +590,18 @@ class VCenterSession:
                 max_gets=FALLBACK_GETS,
             )
             found = _newest_match(statuses, after, before, kind)
+            if found is not None and had_details:
+                return (yield from self._confirmed(found))
             if found is not None or not had_details:  # vCenter 6.5: the GETs were the last word
                 return found
         return None
+
+    def _confirmed(self, found: BackupJobStatus | None) -> Exchange[BackupJobStatus | None]:
+        """The job the details chose, in the state its own endpoint answers, with the details."""
+        if found is None:
+            return None
+        status = yield from self.get_job(found.id)
+        return replace(status, details=found.details)
 
     def start_backup(self, request: BackupRequest, *, look_back: int = 5) -> Exchange[BackupJobStatus]:
         """Start a backup; on ``feature_in_use`` name the running job when the job list tells it."""

@@ -83,8 +83,11 @@ def test_watch_step_fires_only_for_jobs_that_end_after_the_start(
 
         mark, ended = step(None)
         assert ended == [] and not mark.is_new(running) and mark.open == (running,)
+        h.get_job(running)  # the job moves on by polls (reading details is no poll)
         mark, ended = step(mark)
         assert ended == []  # still running
+        h.get_job(running)
+        h.get_job(running)
         mark, ended = step(mark)
         assert ended == [running]
         assert step(mark)[1] == []  # never twice
@@ -140,14 +143,23 @@ async def test_one_event_per_newly_succeeded_job_and_none_for_failed_or_old(
     connect()
     added: list[str] = []
 
+    def end(job_id: str) -> None:  # the job's own polls move it on (reading details does not)
+        for _ in range(3):
+            sim.state.get_job(job_id)
+
     async def script(events: list[dict[str, Any]], polls: Callable[[int], Awaitable[None]]) -> None:
         await polls(3)
         assert events == []  # the newest job had succeeded already: no event for it
         added.append(sim.add_job(job_type="SCHEDULED", inprogress_polls=2))
-        await polls(4)
-        added.append(sim.add_job(job_type="SCHEDULED", outcome="FAILED", inprogress_polls=1))
         await polls(3)
-        added.append(sim.add_job(job_type="MANUAL", inprogress_polls=1))
+        assert events == []  # running
+        end(added[0])
+        await polls(3)
+        added.append(sim.add_job(job_type="SCHEDULED", outcome="FAILED", inprogress_polls=1))
+        await polls(2)
+        end(added[1])
+        await polls(3)
+        added.append(sim.add_job(job_type="MANUAL", inprogress_polls=0))
         await polls(3)
         added.append(sim.add_job(job_type="SCHEDULED", inprogress_polls=0))
         await polls(4)

@@ -331,7 +331,7 @@ def test_parts(sim: Simulator, dialect: str) -> None:
 
 def test_details_both_dialects(sim: Simulator) -> None:
     token = login(sim)
-    job_id = sim.add_job(inprogress_polls=2)  # each details answer counts a poll, as a GET does
+    job_id = sim.add_job(inprogress_polls=1)
     r = requests.get(
         f"{sim.base_url}/rest{JOB}/details", params={"filter.jobs": job_id}, headers=hdr(token), timeout=T
     )

@@ -29,8 +29,8 @@ Behaviour choices where the spec leaves room:
   a job (and its id).
 * The details call (``.../job/details``, ``jobs=`` on /api as an object keyed by id, ``filter.jobs=`` on
   /rest as ``[{key, value}]``) answers the vendor's ``Details.Info`` with every required field; its
-  ``error`` is an object, as real appliances send (the generated spec says string). A details answer
-  counts one poll of each job it names, as a GET does. ``set_details_enabled(False)``
+  ``error`` is an object, as real appliances send (the generated spec says string). Reading details
+  counts no poll: a poll-driven job moves on only by GETs. ``set_details_enabled(False)``
   (``--no-details``) answers it 404, as vCenter 6.5 does (with ``--rest-only``: a 6.5 appliance).
 * ``default_message`` texts are rendered (args substituted), ``args`` carry the raw values.
 * Start validates ``parts`` (list of known ids: common, seat), ``location_type``, ``location`` and

@@ -226,9 +226,8 @@ class Job:
         self.end_epoch = max(now, self.start_epoch)
 
     def details(self, now: float) -> dict[str, Any]:
-        """Job ``Details.Info`` (6.7+) as the vendor's spec has it; an answer counts one poll, as a
-        GET does (a client that only reads details still sees the job move on)."""
-        self._count_poll(now)
+        """Job ``Details.Info`` (6.7+) as the vendor's spec has it, as of the last poll (reading
+        details counts no poll: a watcher reading them does not move other clients' jobs on)."""
         st = self.status(now)
         status = {"NONE": "PENDING", "INPROGRESS": "RUNNING"}.get(st["state"], st["state"])
         req = self.request or {}
