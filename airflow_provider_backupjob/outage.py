@@ -116,10 +116,18 @@ class Wait:
         elif isinstance(answer, VCenterError) or answer.is_terminal or answer.id != self.job_id:
             return Ended(answer)
         else:
-            self.outage.succeeded()
-            self._last_outage = None
             self._log.info(answer.progress_text)
-            pause = self.poll_interval
+            return self.nothing_yet()
+        return self._pause(pause)
+
+    def nothing_yet(self) -> float | Ended:
+        """The appliance answered, with nothing to judge yet (a job still running, or a selection
+        that matched no job): the outage, if any, is over; pause a poll interval."""
+        self.outage.succeeded()
+        self._last_outage = None
+        return self._pause(self.poll_interval)
+
+    def _pause(self, pause: float) -> float | Ended:
         left = self.left()
         if left <= 0:
             return Ended(None, self._last_outage)

@@ -231,7 +231,13 @@ def test_reschedule_mode_logs_out_after_every_poke(sim: Simulator, connect: Conn
 
 
 def test_templated_fields() -> None:
-    assert set(BackupJobSensor.template_fields) == {"job_id", "vcenter_conn_id"}
+    assert set(BackupJobSensor.template_fields) == {
+        "job_id",
+        "started_after",
+        "started_before",
+        "job_type",
+        "vcenter_conn_id",
+    }
 
 
 @pytest.mark.parametrize("job_id", ["", "../../session", "a b"])

@@ -9,7 +9,8 @@ from __future__ import annotations
 import ssl
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -28,7 +29,13 @@ from airflow_provider_backupjob.hooks._transport import (
     TransportCore,
     probe_tls,
 )
-from airflow_provider_backupjob.models import BackupJobStatus, BackupRequest, CancelResult
+from airflow_provider_backupjob.models import (
+    BackupJobDetails,
+    BackupJobStatus,
+    BackupRequest,
+    CancelResult,
+    JobType,
+)
 from airflow_provider_backupjob.protocol import Exchange, HttpRequest, HttpResponse, VCenterSession
 from airflow_provider_backupjob.retry import NO_RETRY, RetryPolicy
 from airflow_provider_backupjob.settings import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings, tls_context
@@ -156,6 +163,24 @@ class BackupJobHook(CoreOwner, BaseHook):
     def list_jobs(self) -> list[str]:
         """The ids of the backup jobs the appliance knows."""
         return self.run(lambda s: s.list_jobs())
+
+    def list_job_details(self, job_ids: Sequence[str] | None = None) -> dict[str, BackupJobDetails]:
+        """Details (type, size, duration, location, ...) by job id; all jobs if ``job_ids`` is None."""
+        return self.run(lambda s: s.list_job_details(job_ids))
+
+    def find_job(
+        self,
+        *,
+        started_after: datetime,
+        started_before: datetime | None = None,
+        job_type: JobType | str | None = None,
+    ) -> BackupJobStatus | None:
+        """The newest job started in ``[started_after, started_before)`` of ``job_type``, or None."""
+        return self.run(
+            lambda s: s.find_job(
+                started_after=started_after, started_before=started_before, job_type=job_type
+            )
+        )
 
     def list_parts(self) -> list[str]:
         """The ids of the parts a backup can include (``common``, ``seat``, ...)."""

@@ -9,7 +9,8 @@ import asyncio
 import http.cookiejar
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -27,7 +28,13 @@ from airflow_provider_backupjob.hooks._transport import (
     TransportCore,
     peer_names,
 )
-from airflow_provider_backupjob.models import BackupJobStatus, BackupRequest, CancelResult
+from airflow_provider_backupjob.models import (
+    BackupJobDetails,
+    BackupJobStatus,
+    BackupRequest,
+    CancelResult,
+    JobType,
+)
 from airflow_provider_backupjob.protocol import Exchange, HttpRequest, HttpResponse, VCenterSession
 from airflow_provider_backupjob.retry import RetryPolicy
 from airflow_provider_backupjob.settings import (
@@ -203,6 +210,22 @@ class AsyncBackupJobHook(CoreOwner):
 
     async def cancel_job(self, job_id: str) -> CancelResult:
         return await self.run(lambda s: s.cancel_job(job_id))
+
+    async def list_job_details(self, job_ids: Sequence[str] | None = None) -> dict[str, BackupJobDetails]:
+        return await self.run(lambda session: session.list_job_details(job_ids))
+
+    async def find_job(
+        self,
+        *,
+        started_after: datetime,
+        started_before: datetime | None = None,
+        job_type: JobType | str | None = None,
+    ) -> BackupJobStatus | None:
+        return await self.run(
+            lambda s: s.find_job(
+                started_after=started_after, started_before=started_before, job_type=job_type
+            )
+        )
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Log out (bounded, also when the waiting task was cancelled) and close. Never raises."""

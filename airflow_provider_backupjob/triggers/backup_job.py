@@ -32,6 +32,14 @@ class BackupJobTrigger(BaseTrigger):
     - ``{"status": "error", "error": <error dict>}``: vCenter said no (404, auth, bad answer, outage);
     - ``{"status": "timeout", "message": ...}``: ``deadline`` (epoch seconds) passed first.
 
+    Without ``job_id`` it selects the job each poll: the newest started in ``[started_after,
+    started_before)`` (ISO 8601 strings) of ``job_type``, waiting while there is none; its events
+    then carry the chosen job's id.
+
+    Without ``job_id`` it selects the job each poll: the newest started in ``[started_after,
+    started_before)`` (ISO 8601 strings) of ``job_type``, waiting while there is none; its events
+    then carry the chosen job's id (``None`` on a timeout or an error before any was chosen).
+
     :param poll_interval: seconds between polls (the sensor's ``poke_interval``).
     :param max_outage: seconds the appliance may stay unreachable before an error event.
     :param cancel_on_kill: the task started the job (StartBackupJobOperator): cancel it when a user
@@ -41,15 +49,23 @@ class BackupJobTrigger(BaseTrigger):
 
     def __init__(
         self,
-        job_id: str,
+        job_id: str | None = None,
         vcenter_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 60.0,
         deadline: float | None = None,
         max_outage: float = 600.0,
         cancel_on_kill: bool = False,
+        started_after: str | None = None,
+        started_before: str | None = None,
+        job_type: str | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        if (job_id is None) == (started_after is None):
+            raise ValueError("BackupJobTrigger needs exactly one of job_id and started_after")
         self.job_id = job_id
+        self.started_after = started_after
+        self.started_before = started_before
+        self.job_type = job_type
         self.vcenter_conn_id = vcenter_conn_id
         self.poll_interval = float(poll_interval)
         self.deadline = None if deadline is None else float(deadline)
@@ -58,17 +74,19 @@ class BackupJobTrigger(BaseTrigger):
         self._ended = False  # an event was produced: nothing left to cancel
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "job_id": self.job_id,
-                "vcenter_conn_id": self.vcenter_conn_id,
-                "poll_interval": self.poll_interval,
-                "deadline": self.deadline,
-                "max_outage": self.max_outage,
-                "cancel_on_kill": self.cancel_on_kill,
-            },
-        )
+        kwargs: dict[str, Any] = {
+            "job_id": self.job_id,
+            "vcenter_conn_id": self.vcenter_conn_id,
+            "poll_interval": self.poll_interval,
+            "deadline": self.deadline,
+            "max_outage": self.max_outage,
+            "cancel_on_kill": self.cancel_on_kill,
+        }
+        if self.job_id is None:
+            kwargs.update(
+                started_after=self.started_after, started_before=self.started_before, job_type=self.job_type
+            )
+        return (f"{type(self).__module__}.{type(self).__qualname__}", kwargs)
 
     def _hook(self) -> Any:
         from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
@@ -100,7 +118,7 @@ class BackupJobTrigger(BaseTrigger):
         from airflow_provider_backupjob.outage import Ended, Wait
 
         wait = Wait(
-            self.job_id,
+            self.job_id or "",
             poll_interval=self.poll_interval,
             max_outage=self.max_outage,
             deadline=self.deadline,
@@ -108,25 +126,43 @@ class BackupJobTrigger(BaseTrigger):
         )
         while True:  # bounded by the deadline and by max_outage
             try:
-                answer = await hook.get_job(self.job_id)
+                answer = await self._resolve(hook)
             except VCenterError as err:
                 answer = err
-            step = wait.after(answer)
+            if answer is None:  # selecting, and no job matches yet
+                step = wait.nothing_yet()
+            else:
+                if self.job_id is None and not isinstance(answer, VCenterError):
+                    wait.job_id = answer.id  # the wait follows the newest job the window selects
+                step = wait.after(answer)
             if isinstance(step, Ended):
                 return self._event(step)
             await asyncio.sleep(step)
 
+    async def _resolve(self, hook: Any) -> Any:
+        """The status to judge this poll: of the job id, or of the newest job the window selects
+        (None while there is none)."""
+        if self.job_id is not None:
+            return await hook.get_job(self.job_id)
+        from airflow_provider_backupjob.selection import JobSelector
+
+        selector = JobSelector.parse(self.started_after, self.started_before, self.job_type)
+        status = await hook.find_job(**selector.find_kwargs())
+        self.log.info(selector.waiting_text if status is None else selector.chosen_text(status))
+        return status
+
     def _event(self, ended: Any) -> dict[str, Any]:
-        base = {"job_id": self.job_id}
+        label = self.job_id or f"started after {self.started_after}"
         if ended.timed_out:
             return {
-                **base,
+                "job_id": self.job_id,
                 "status": "timeout",
-                "message": ended.timeout_message(self.job_id, "timeout reached"),
+                "message": ended.timeout_message(label, "timeout reached"),
             }
         if isinstance(ended.answer, VCenterError):
-            return {**base, "status": "error", "error": ended.answer.to_event()}
-        return {**base, "status": "terminal", "job": ended.answer.to_dict()}
+            return {"job_id": self.job_id, "status": "error", "error": ended.answer.to_event()}
+        status = ended.answer
+        return {"job_id": status.id, "status": "terminal", "job": status.to_dict()}
 
     async def on_kill(self) -> None:
         """Airflow 3.3+: a user marked the deferred task failed or success, or cleared it."""
@@ -174,3 +210,9 @@ class BackupJobTrigger(BaseTrigger):
             self.log.warning("vCenter answered the cancel of backup job %s: %s", self.job_id, result.status)
         except (VCenterError, ValueError, TimeoutError) as err:
             self.log.error("Could not cancel backup job %s: %s", self.job_id, err)
+
+
+# The event trigger lives in its own module; importable from here too, the documented path.
+from airflow_provider_backupjob.triggers.backup_job_event import BackupJobEventTrigger  # noqa: E402
+
+__all__ = ["BackupJobEventTrigger", "BackupJobTrigger"]
