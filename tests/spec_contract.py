@@ -91,7 +91,7 @@ class Operation:
     def name(self) -> str:
         return f"{self.method} {self.template}"
 
-    @property
+    @functools.cached_property
     def regex(self) -> re.Pattern[str]:
         pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(self.template))
         return re.compile(pattern)

@@ -382,7 +382,14 @@ def _details_request(dialect: Dialect, job_ids: list[str]) -> HttpRequest:
     return HttpRequest("GET", f"{BASE[dialect]}/job/details" + (f"?{query}" if query else ""), "details")
 
 
-DETAIL_CASES = ["running", "succeeded", "failed", "started with a request", "all jobs"]
+DETAIL_CASES = [
+    "running",
+    "succeeded",
+    "failed",
+    "failed without messages",
+    "started with a request",
+    "all jobs",
+]
 
 
 @pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.value)
@@ -395,6 +402,7 @@ def test_job_details_validate(
         "running": lambda: [sim.add_job(inprogress_polls=3)],
         "succeeded": lambda: [sim.add_job(inprogress_polls=0)],
         "failed": lambda: [sim.add_job(outcome="FAILED", inprogress_polls=0)],
+        "failed without messages": lambda: [sim.add_job(outcome="FAILED", inprogress_polls=0, messages=[])],
         "started with a request": lambda: [
             _payload(Dialect.API, wire.send(start_backup_request(Dialect.API, FULL_REQUEST), token))["id"]
         ],
