@@ -152,15 +152,18 @@ def test_protocol_requests_match_their_operations(
 
 
 def test_every_request_builder_is_covered() -> None:
-    builders = [login_request, logout_request, get_job_request, list_jobs_request, list_parts_request]
-    builders += [start_backup_request, cancel_job_request]
+    """The flows above reach every request builder of the protocol layer (by its operation words)."""
+    builders: list[Callable[[Dialect], HttpRequest]] = [
+        lambda d: login_request(d, "u", "p"),
+        logout_request,
+        lambda d: get_job_request(d, JOB),
+        list_jobs_request,
+        list_parts_request,
+        lambda d: start_backup_request(d, FULL_REQUEST),
+        lambda d: cancel_job_request(d, JOB),
+    ]
     words = {"log out"} | {what for what, _, _ in FLOWS.values()}
-    built = {
-        b(d, *args).operation
-        for d in DIALECTS
-        for b, args in zip(builders, [("u", "p"), (), (JOB,), (), (), (FULL_REQUEST,), (JOB,)], strict=True)
-    }
-    assert built == words
+    assert {build(d).operation for d in DIALECTS for build in builders} == words
 
 
 _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
@@ -255,9 +258,7 @@ def test_every_job_state_validates(contract: Contract, sim: Simulator, wire: Wir
     scripted = sim.add_job(none_polls=1, inprogress_polls=1)  # NONE, INPROGRESS, SUCCEEDED
     failed = sim.add_job(outcome="FAILED", inprogress_polls=0)
     silent = sim.add_job(outcome="FAILED", inprogress_polls=0, messages=[])
-    told = sim.add_job(
-        inprogress_polls=0, messages=["done", {"id": "a.b", "default_message": "x", "args": [1]}]
-    )
+    told = sim.add_job(inprogress_polls=0, messages=[{"id": "a.b", "default_message": "x", "args": [1]}])
     running_null_end = sim.add_job(inprogress_polls=2, end_time_null=True)
     states = []
     for job in [scripted] * 3 + [failed, silent, told, running_null_end]:
@@ -315,6 +316,39 @@ def _error_name(dialect: Dialect, resp: HttpResponse) -> str:
     body = json.loads(resp.body)
     name: str = body["error_type"].lower() if dialect is Dialect.API else body["type"].rsplit(".", 1)[-1]
     return name
+
+
+_GOOD = FULL_REQUEST.to_json()
+BAD_PIECES = {
+    "no parts": {k: v for k, v in _GOOD.items() if k != "parts"},
+    "parts not a list": {**_GOOD, "parts": "common"},
+    "a part not a string": {**_GOOD, "parts": ["common", 7]},
+    "unknown location type": {**_GOOD, "location_type": "TAPE"},
+    "no location": {k: v for k, v in _GOOD.items() if k != "location"},
+    "location not a string": {**_GOOD, "location": ["sftp://x/y"]},
+    "user not a string": {**_GOOD, "location_user": 42},
+    "comment not a string": {**_GOOD, "comment": False},
+    "fast_backup not a boolean": {**_GOOD, "fast_backup": "yes"},
+    "not an object": ["common"],
+}
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.value)
+@pytest.mark.parametrize("case", sorted(BAD_PIECES))
+def test_the_simulator_refuses_the_start_bodies_the_spec_refuses(
+    contract: Contract, sim: Simulator, wire: Wire, dialect: Dialect, case: str
+) -> None:
+    piece = BAD_PIECES[case]
+    body = piece if dialect is Dialect.API else {"piece": piece}
+    token = wire.login(dialect)
+    start = HttpRequest("POST", job_path(dialect), "start a backup", {SESSION_HEADER: token}, body)
+    with pytest.raises(ContractViolation, match="body"):
+        contract.check_request(start)
+    refused = wire(start)
+    wire.send(logout_request(dialect), token)
+    assert (refused.status, _error_name(dialect, refused)) == (400, "invalid_argument")
+    assert sim.stats()["backups_started"] == 0
+    validated(contract, wire, requests=False)
 
 
 @pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.value)
