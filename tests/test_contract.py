@@ -400,7 +400,8 @@ def test_api_session_info_validates(contract: Contract, sim: Simulator, wire: Wi
     token = wire.login(Dialect.API)
     info = wire.send(HttpRequest("GET", "/api/session", "get the session"), token)
     wire.send(logout_request(Dialect.API), token)
-    assert info.status == 200
+    gone = wire.send(HttpRequest("GET", "/api/session", "get the session"), token)
+    assert (info.status, gone.status) == (200, 401)
     assert json.loads(info.body)["user"] == ADMIN_USER
     validated(contract, wire)
 
