@@ -313,6 +313,8 @@ def validate_backup_request(piece: Any) -> dict[str, Any]:
     for key in ("location_user", "location_password", "backup_password", "comment"):
         if piece.get(key) is not None and not isinstance(piece[key], str):
             raise _invalid("Field {0} must be a string.", key)
+    if piece.get("fast_backup") is not None and not isinstance(piece["fast_backup"], bool):
+        raise _invalid("Field {0} must be a boolean.", "fast_backup")
     pw = piece.get("backup_password")
     if pw is not None and not 8 <= len(pw) <= 20:
         raise _invalid("The backup password must be 8 to 20 characters long.")
