@@ -25,6 +25,7 @@ from airflow_provider_backupjob.protocol import (
     HttpResponse,
     VCenterSession,
     cancel_job_request,
+    details_request,
     drive,
     get_job_request,
     job_path,
@@ -126,7 +127,13 @@ FLOWS: dict[str, tuple[str, str, Callable[[VCenterSession, str], Exchange[Any]]]
     "get_job": ("get the backup job", "/job/{id}", lambda s, job: s.get_job(job)),
     "start_backup": ("start a backup", "/job", lambda s, job: s.start_backup(FULL_REQUEST)),
     "cancel_job": ("cancel the backup job", "/job/{id}", lambda s, job: s.cancel_job(job)),
+    "list_job_details": (
+        "get backup job details",
+        "/job/details",
+        lambda s, job: s.list_job_details([job]),
+    ),
 }
+JOB_FLOWS = ("get_job", "cancel_job", "list_job_details")
 SESSION_PATHS = {Dialect.API: "/api/session", Dialect.REST: "/rest/com/vmware/cis/session"}
 
 
@@ -136,7 +143,7 @@ def test_protocol_requests_match_their_operations(
     contract: Contract, sim: Simulator, wire: Wire, dialect: Dialect, flow: str
 ) -> None:
     what, sub_path, exchange = FLOWS[flow]
-    job = sim.add_job(inprogress_polls=5) if flow in ("get_job", "cancel_job") else JOB
+    job = sim.add_job(inprogress_polls=5) if flow in JOB_FLOWS else JOB
     session = _session(dialect)
     drive(exchange(session, job), wire)
     assert drive(session.logout(), wire) is True
@@ -161,6 +168,7 @@ def test_every_request_builder_is_covered() -> None:
         list_parts_request,
         lambda d: start_backup_request(d, FULL_REQUEST),
         lambda d: cancel_job_request(d, JOB),
+        lambda d: details_request(d, [JOB]),
     ]
     words = {"log out"} | {what for what, _, _ in FLOWS.values()}
     assert {build(d).operation for d in DIALECTS for build in builders} == words
@@ -406,17 +414,6 @@ def test_api_session_info_validates(contract: Contract, sim: Simulator, wire: Wi
     validated(contract, wire)
 
 
-DETAILS_XFAIL = pytest.mark.xfail(
-    strict=True, raises=ContractViolation, reason="simulator details fixed by issue 9"
-)
-
-
-def _details_request(dialect: Dialect, job_ids: list[str]) -> HttpRequest:
-    key = "jobs" if dialect is Dialect.API else "filter.jobs"
-    query = "&".join(f"{key}={j}" for j in job_ids)
-    return HttpRequest("GET", f"{BASE[dialect]}/job/details" + (f"?{query}" if query else ""), "details")
-
-
 DETAIL_CASES = [
     "running",
     "succeeded",
@@ -428,7 +425,7 @@ DETAIL_CASES = [
 
 
 @pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.value)
-@pytest.mark.parametrize("case", [pytest.param(c, marks=DETAILS_XFAIL) for c in DETAIL_CASES])
+@pytest.mark.parametrize("case", DETAIL_CASES)
 def test_job_details_validate(
     contract: Contract, sim: Simulator, wire: Wire, dialect: Dialect, case: str
 ) -> None:
@@ -448,7 +445,7 @@ def test_job_details_validate(
     }[case]()
     for job in jobs:
         wire.send(get_job_request(dialect, job), token)  # let the job report its state
-    answer = wire.send(_details_request(dialect, [] if case == "all jobs" else jobs), token)
+    answer = wire.send(details_request(dialect, None if case == "all jobs" else jobs), token)
     wire.send(logout_request(dialect), token)
     assert answer.status == 200
     validated(contract, wire)
