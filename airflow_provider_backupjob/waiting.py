@@ -15,8 +15,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import PokeReturnValue
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
+from airflow_provider_backupjob.compat import AirflowException, AirflowFailException, AirflowSensorTimeout
 from airflow_provider_backupjob.exceptions import (
     BackupJobNotFound,
     UnexpectedResponseError,

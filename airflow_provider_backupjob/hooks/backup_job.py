@@ -9,10 +9,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import requests
-from airflow.sdk import BaseHook
 from tenacity import RetryCallState, Retrying
 from urllib3.exceptions import InsecureRequestWarning, NewConnectionError
 
+from airflow_provider_backupjob.compat import BaseHook
 from airflow_provider_backupjob.exceptions import (
     VCenterApiError,
     VCenterError,
@@ -54,6 +54,19 @@ class BackupJobHook(BaseHook):
     default_conn_name = DEFAULT_CONN_ID
     conn_type = CONN_TYPE
     hook_name = "VMware vCenter Backup"
+
+    # The Connections form on Airflow 3.0/3.1 (3.2+ reads the provider info): one source for both.
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        from airflow_provider_backupjob.connection_form import form_widgets
+
+        return form_widgets()
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        from airflow_provider_backupjob.connection_form import field_behaviour
+
+        return field_behaviour()
 
     def __init__(
         self,
@@ -246,6 +259,6 @@ def _root_reason(err: BaseException) -> str:
 
 def _mask(token: str) -> None:
     """Register the session token with Airflow's secrets masker, so no log line can show it."""
-    from airflow.sdk.log import mask_secret
+    from airflow_provider_backupjob.compat import mask_secret
 
     mask_secret(token)

@@ -17,9 +17,9 @@ from types import TracebackType
 from typing import TypeVar
 
 import httpx
-from airflow.sdk import BaseHook
 from tenacity import AsyncRetrying
 
+from airflow_provider_backupjob.compat import aget_connection
 from airflow_provider_backupjob.exceptions import (
     VCenterApiError,
     VCenterError,
@@ -153,7 +153,7 @@ class AsyncBackupJobHook:
 
     async def _setup(self) -> tuple[ConnectionSettings, httpx.AsyncClient, VCenterSession]:
         if self.settings is None:
-            conn = await BaseHook.aget_connection(self.vcenter_conn_id)
+            conn = await aget_connection(self.vcenter_conn_id)
             self.settings = ConnectionSettings.from_connection(conn, self.vcenter_conn_id)
             if warning := self.settings.verify_off_warning(self.vcenter_conn_id):
                 self.log.warning(warning)

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_provider_backupjob.compat import conf
 from airflow_provider_backupjob.settings import DEFAULT_CONN_ID
 from airflow_provider_backupjob.waiting import OwnsBackupJobHook, event_outcome, poll, seconds
 
