@@ -64,11 +64,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --python-version $(PY_VERSION) $(MYPY_FLAGS)
 
+# pytest exits 5 when it collected no test: a run that tested nothing fails, and says so.
+PYTEST = $(BIN)/python -m pytest -q $(1) $(PYTEST_ARGS) || { status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: nothing was tested"; fi; exit $$status; }
+
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(call PYTEST,)
 
 unit-core: $(STAMP)
-	$(BIN)/python -m pytest -q $(CORE_TESTS) $(PYTEST_ARGS)
+	$(call PYTEST,$(CORE_TESTS))
 
 test: lint typecheck unit
 

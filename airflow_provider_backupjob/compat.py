@@ -52,6 +52,7 @@ if AIRFLOW_V_3_2_PLUS:
         AirflowFailException,
         AirflowRescheduleException,
         AirflowSensorTimeout,
+        AirflowSkipException,
         AirflowTaskTimeout,
         TaskDeferred,
     )
@@ -62,6 +63,7 @@ else:
         AirflowFailException,
         AirflowRescheduleException,
         AirflowSensorTimeout,
+        AirflowSkipException,
         AirflowTaskTimeout,
         TaskDeferred,
     )
@@ -98,6 +100,7 @@ __all__ = [
     "AirflowFailException",
     "AirflowRescheduleException",
     "AirflowSensorTimeout",
+    "AirflowSkipException",
     "AirflowTaskTimeout",
     "BaseHook",
     "TaskDeferred",

@@ -19,6 +19,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from procs import E2EError
 from stack import SIM_PASSWORD, SIM_USER, UI_USER, Stack
 
+from airflow_provider_backupjob.connection_form import EXTRA_FIELDS
 from airflow_provider_backupjob.simulator.client import SimulatorClient
 
 CHROMIUM = "/usr/bin/chromium"
@@ -34,7 +35,8 @@ CHROMIUM_ARGS = [
 ]
 CONN_ID = "vcenter_ui_test"
 CONN_TYPE = "VMware vCenter Backup"
-EXTRA_LABELS = ("Verify SSL", "CA bundle", "API style", "Timeout")
+EXTRA_LABELS = tuple(f.label for f in EXTRA_FIELDS)  # what connection_form declares, on every Airflow
+TEXTAREAS = tuple(f.label for f in EXTRA_FIELDS if f.kind == "textarea")
 WRONG_PASSWORD = "not-the-password"  # noqa: S105 - the point of the test
 
 
@@ -173,13 +175,21 @@ class ConnectionsUiTest:
                 dialog.locator("label").filter(has_text=name).first.wait_for(timeout=5_000)
             except PlaywrightTimeout:
                 missing.append(name)
+        not_textareas = [
+            name
+            for name in TEXTAREAS
+            if name not in missing
+            and dialog.get_by_label(name, exact=True).first.evaluate("e => e.tagName") != "TEXTAREA"
+        ]
         dialog.get_by_role("button", name="Standard Fields", exact=True).click()
         dialog.get_by_label("vCenter host").wait_for()
-        ok = not missing and relabelled and hidden
+        ok = not missing and not not_textareas and relabelled and hidden
         detail = (
-            f"'vCenter host', 'SSO user', {', '.join(EXTRA_LABELS)} shown; Host relabelled, Schema hidden"
+            f"'vCenter host', 'SSO user', {', '.join(EXTRA_LABELS)} shown ({', '.join(TEXTAREAS)}: a "
+            "textarea); Host relabelled, Schema hidden"
             if ok
-            else f"missing {missing}; host relabelled: {relabelled}; schema hidden: {hidden}"
+            else f"missing {missing}; not a textarea: {not_textareas}; host relabelled: {relabelled}; "
+            f"schema hidden: {hidden}"
         )
         self.record("UI: the form of the connection type", "relabelled + extra fields", detail, ok)
 
