@@ -101,7 +101,8 @@ dist: | $(UV)
 	$(UV) build --sdist --wheel --out-dir dist
 	$(UV) tool run --from twine==$(TWINE_VERSION) twine check --strict dist/*
 
-install-check: dist
+install-check: | $(UV)
+	@ls dist/*.whl >/dev/null 2>&1 || $(MAKE) dist
 	$(PY) scripts/install_check.py $(INSTALL_CHECK_ARGS)
 
 lock: $(UV)
