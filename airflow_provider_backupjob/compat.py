@@ -18,6 +18,7 @@ mypy checks the branch of the Airflow it runs against: the Makefile passes ``--a
 from __future__ import annotations
 
 import re
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
@@ -81,14 +82,20 @@ if TYPE_CHECKING:
 
 async def aget_connection(conn_id: str) -> Connection:
     """The connection, read without blocking the triggerer's event loop."""
-    if AIRFLOW_V_3_1_PLUS:
+    if AIRFLOW_V_3_2_PLUS or (AIRFLOW_V_3_1_PLUS and _supervised()):
         return await BaseHook.aget_connection(conn_id)
-    # 3.0: the sync lookup talks to the supervisor over a pipe that takes one request at a time, so it
-    # runs in asgiref's single shared thread (thread_sensitive), as Airflow 3.0's triggerer asks.
+    # 3.0, and 3.1 outside a task or triggerer (whose aget_connection needs the supervisor even for a
+    # connection an environment variable defines): the sync lookup, in asgiref's single shared thread
+    # (thread_sensitive), as Airflow 3.0's triggerer asks: its supervisor pipe takes one request at a time.
     from asgiref.sync import sync_to_async
 
     conn: Connection = await sync_to_async(BaseHook.get_connection)(conn_id)
     return conn
+
+
+def _supervised() -> bool:
+    """Whether this process talks to an Airflow supervisor (a task or the triggerer), as Airflow checks it."""
+    return hasattr(sys.modules.get("airflow.sdk.execution_time.task_runner"), "SUPERVISOR_COMMS")
 
 
 __all__ = [
