@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import PokeReturnValue
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
+from airflow_provider_backupjob.compat import AirflowException, AirflowFailException, AirflowSensorTimeout
 from airflow_provider_backupjob.exceptions import (
     BackupJobNotFound,
     UnexpectedResponseError,

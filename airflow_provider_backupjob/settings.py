@@ -23,7 +23,7 @@ CONN_TYPE = "vcenter_backup"
 DEFAULT_CONN_ID = "vcenter_backup_default"
 DEFAULT_PORT = 443
 DEFAULT_TIMEOUT = 30.0
-EXTRA_FIELDS = ("verify_ssl", "ca_bundle", "api_style", "timeout")
+EXTRA_FIELDS = ("verify_ssl", "ca_bundle", "ca_cert", "api_style", "timeout")  # what from_connection reads
 # Read too, not yet in the form: the appliance's CA certificate(s) as PEM text (managed Airflow,
 # where no file can be put on every worker and triggerer).
 CA_CERT_FIELD = "ca_cert"

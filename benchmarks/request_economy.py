@@ -54,8 +54,7 @@ def poke(job_id: str, interval: float) -> Any:
 
 
 def reschedule(job_id: str, interval: float, k: int) -> Any:
-    from airflow.sdk.exceptions import AirflowRescheduleException
-
+    from airflow_provider_backupjob.compat import AirflowRescheduleException
     from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 
     context = {"ti": _TaskInstance()}
@@ -71,8 +70,7 @@ def reschedule(job_id: str, interval: float, k: int) -> Any:
 
 
 def deferrable(job_id: str, interval: float, snapshot: Callable[[], dict[str, Any]]) -> Any:
-    from airflow.sdk.exceptions import TaskDeferred
-
+    from airflow_provider_backupjob.compat import TaskDeferred
     from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
     from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
 

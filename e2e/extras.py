@@ -40,9 +40,9 @@ def _run(cmd: list[str], log: Path, timeout: float, env: dict[str, str] | None =
 
 def ensure_playwright(log: Path) -> None:
     if UV.exists():
-        cmd = [str(UV), "pip", "install", "--quiet", "--python", sys.executable, "-r", str(REQUIREMENTS)]
+        cmd = [str(UV), "pip", "install", "--python", sys.executable, "-r", str(REQUIREMENTS)]
     else:  # `make e2e` always has uv; running e2e/run.py by hand without it still works
-        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)]
+        cmd = [sys.executable, "-m", "pip", "install", "-r", str(REQUIREMENTS)]
     _run(cmd, log, timeout=300)
 
 

@@ -9,7 +9,7 @@ AIRFLOW_HOME under .e2e/ (SQLite, LocalExecutor), then checks, through the publi
   restarted mid-wait (SIGTERM, then SIGKILL): no cancel, the wait resumes, the run succeeds;
 * ``airflow connections test vcenter_backup_default`` (CLI) against the simulator;
 * the Connections UI in headless Chromium: the provider's form, Save, Test (success, then failure with a
-  wrong password); screenshots in docs/screenshots/;
+  wrong password); screenshots in .e2e/screenshots/ (`make screenshots`: docs/screenshots/);
 * that no simulator session is left open, and (after stopping everything) that no process is left.
 
 Prints a summary table; exits 0 only if every check passed. Logs: .e2e/logs/.
@@ -44,7 +44,7 @@ from airflow_provider_backupjob.simulator.client import SimulatorClient
 
 WORK = ROOT / ".e2e"
 RUN_FILE = "run.json"  # what identifies this run's processes (procs.Registry)
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = WORK / "screenshots"  # ignored by git; `make screenshots` copies them to docs/screenshots/
 DAG_IDS = {
     "vcenter_backup_gate",
     "vcenter_backup_gate_reschedule",

@@ -94,6 +94,7 @@ class Stack:
             self._secrets = {
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
                 "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+                "AIRFLOW__WEBSERVER__SECRET_KEY": secrets.token_urlsafe(32),  # where Airflow 3.0 reads it
                 "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
             }
         env = self.base_env()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from procs import E2EError
 from stack import SIM_PASSWORD, SIM_USER, UI_USER, Stack
 
+from airflow_provider_backupjob.compat import AIRFLOW_V_3_1_PLUS
+from airflow_provider_backupjob.connection_form import EXTRA_FIELDS
 from airflow_provider_backupjob.simulator.client import SimulatorClient
 
 CHROMIUM = "/usr/bin/chromium"
@@ -33,8 +36,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 CONN_ID = "vcenter_ui_test"
-CONN_TYPE = "VMware vCenter Backup"
-EXTRA_LABELS = ("Verify SSL", "CA bundle", "API style", "Timeout")
+# Airflow 3.1+ lists the connection type by the hook's name, 3.0 by the type's id.
+CONN_TYPE = re.compile(r"^(VMware vCenter Backup|vcenter_backup)$")
+EXTRA_LABELS = tuple(f.label for f in EXTRA_FIELDS)  # what connection_form declares, on every Airflow
+TEXTAREAS = tuple(f.label for f in EXTRA_FIELDS if f.kind == "textarea")
 WRONG_PASSWORD = "not-the-password"  # noqa: S105 - the point of the test
 
 
@@ -100,14 +105,14 @@ class ConnectionsUiTest:
         page.keyboard.type("vCenter")
         page.get_by_role("option", name=CONN_TYPE).click()
         self._check_fields(dialog)
-        dialog.get_by_label("vCenter host").fill("http://127.0.0.1")
-        dialog.get_by_label("SSO user").fill(SIM_USER)
-        dialog.get_by_label("Password", exact=True).fill(SIM_PASSWORD)
-        dialog.get_by_label("Port").fill(str(self.stack.sim_port))
-        dialog.get_by_label("Port").blur()
+        _input(dialog, "vCenter host").fill("http://127.0.0.1")
+        _input(dialog, "SSO user").fill(SIM_USER)
+        _input(dialog, "Password", exact=True).fill(SIM_PASSWORD)
+        _input(dialog, "Port").fill(str(self.stack.sim_port))
+        _input(dialog, "Port").blur()
         self._shot(page, "connection-form.png")
         dialog.get_by_role("button", name="Extra Fields", exact=True).click()
-        timeout = dialog.get_by_label("Timeout")
+        timeout = _input(dialog, "Timeout")
         timeout.fill("10")
         timeout.blur()
         self._shot(page, "connection-form-extra.png")
@@ -116,6 +121,9 @@ class ConnectionsUiTest:
         row.wait_for()
         self._check_saved()
         self._wait_toasts_gone(page)
+        if not AIRFLOW_V_3_1_PLUS:  # Airflow 3.0's Connections page has no Test button
+            self._test_by_cli(page, row)
+            return
 
         before = self.sim.stats()
         text = self._test(page, row, "Test Connection Successful")
@@ -132,7 +140,7 @@ class ConnectionsUiTest:
 
         row.get_by_role("button", name="Edit Connection").click()
         dialog = page.get_by_role("dialog")
-        dialog.get_by_label("Password", exact=True).fill(WRONG_PASSWORD)
+        _input(dialog, "Password", exact=True).fill(WRONG_PASSWORD)
         dialog.get_by_role("button", name="Save").click()
         dialog.wait_for(state="hidden")
         self._wait_toasts_gone(page)
@@ -149,6 +157,28 @@ class ConnectionsUiTest:
             ok,
         )
 
+    def _test_by_cli(self, page: Page, row: Locator) -> None:
+        """The connection the form saved, tested with `airflow connections test`; then a wrong password."""
+        for password, want, name in (
+            (None, "Connection success!", "UI-saved connection: CLI test -> success"),
+            (WRONG_PASSWORD, "rejected the user name or password", "UI: wrong password, CLI test -> failure"),
+        ):
+            if password is not None:
+                row.get_by_role("button", name="Edit Connection").click()
+                dialog = page.get_by_role("dialog")
+                _input(dialog, "Password", exact=True).fill(password)
+                dialog.get_by_role("button", name="Save").click()
+                dialog.wait_for(state="hidden")
+            before = self.sim.stats()
+            status, output = self.stack.airflow("connections", "test", CONN_ID, timeout=120)
+            after = self.sim.stats()
+            said = next((line for line in output.splitlines() if want in line), "")
+            counter = "logins" if password is None else "login_failures"
+            # `airflow connections test` exits 0 after "Connection failed!" too: the words tell.
+            ok = bool(said) and status == 0 and after[counter] > before[counter]
+            detail = f"exit {status}, {_oneline(said or output[-200:])} (3.0's UI has no Test button)"
+            self.record(name, want, detail, ok)
+
     def _check_saved(self) -> None:
         """What the form saved, read back through the REST API."""
         conn = self.api.connection(CONN_ID)
@@ -162,9 +192,7 @@ class ConnectionsUiTest:
         self.record("UI: Save -> connection stored", "fields + extra timeout 10", detail, not wrong)
 
     def _check_fields(self, dialog: Locator) -> None:
-        missing = [
-            name for name in ("vCenter host", "SSO user", "Port") if not dialog.get_by_label(name).count()
-        ]
+        missing = [name for name in ("vCenter host", "SSO user", "Port") if not _input(dialog, name).count()]
         relabelled = dialog.get_by_text("Host", exact=True).count() == 0
         hidden = dialog.get_by_label("Schema").count() == 0
         dialog.get_by_role("button", name="Extra Fields", exact=True).click()
@@ -173,13 +201,18 @@ class ConnectionsUiTest:
                 dialog.locator("label").filter(has_text=name).first.wait_for(timeout=5_000)
             except PlaywrightTimeout:
                 missing.append(name)
+        not_textareas = [
+            name for name in TEXTAREAS if name not in missing and _control_of(dialog, name) != "TEXTAREA"
+        ]
         dialog.get_by_role("button", name="Standard Fields", exact=True).click()
-        dialog.get_by_label("vCenter host").wait_for()
-        ok = not missing and relabelled and hidden
+        _input(dialog, "vCenter host").wait_for()
+        ok = not missing and not not_textareas and relabelled and hidden
         detail = (
-            f"'vCenter host', 'SSO user', {', '.join(EXTRA_LABELS)} shown; Host relabelled, Schema hidden"
+            f"'vCenter host', 'SSO user', {', '.join(EXTRA_LABELS)} shown ({', '.join(TEXTAREAS)}: a "
+            "textarea); Host relabelled, Schema hidden"
             if ok
-            else f"missing {missing}; host relabelled: {relabelled}; schema hidden: {hidden}"
+            else f"missing {missing}; not a textarea: {not_textareas}; host relabelled: {relabelled}; "
+            f"schema hidden: {hidden}"
         )
         self.record("UI: the form of the connection type", "relabelled + extra fields", detail, ok)
 
@@ -201,6 +234,22 @@ class ConnectionsUiTest:
         while toasts.count() and waited < timeout_ms:
             page.wait_for_timeout(250)
             waited += 250
+
+
+def _input(dialog: Locator, label: str, exact: bool = False) -> Locator:
+    """The input of a label; where the form does not tie them (Airflow 3.0's extra fields), the first
+    input or textarea of the label's nearest container that has one."""
+    by_label = dialog.get_by_label(label, exact=exact)
+    if by_label.count():
+        return by_label.first
+    quoted = json.dumps(label)
+    text = f"normalize-space()={quoted}" if exact else f"contains(normalize-space(), {quoted})"
+    container = f"//label[{text}]/ancestor::*[.//input or .//textarea][1]"
+    return dialog.locator(f"xpath=({container}//*[self::input or self::textarea])[1]")
+
+
+def _control_of(dialog: Locator, label: str) -> str:
+    return str(_input(dialog, label, exact=True).evaluate("e => e.tagName"))
 
 
 def _oneline(text: str) -> str:

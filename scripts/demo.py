@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -24,11 +25,12 @@ BIN = Path(sys.executable).parent
 ADMIN = ("administrator@vsphere.local", "VMware1!sim")
 
 
-def start_simulator(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_simulator(workdir: Path, python: str = sys.executable) -> tuple[subprocess.Popen[bytes], int]:
+    """The simulator as a process of ``python`` (run from ``workdir``, so it imports what is installed)."""
     port_file = workdir / "simulator.port"
     proc = subprocess.Popen(
         [
-            sys.executable,
+            python,
             "-m",
             "airflow_provider_backupjob.simulator",
             "--port",
@@ -39,6 +41,7 @@ def start_simulator(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
             "SUCCEEDED:1:3",
         ],
         stdout=subprocess.DEVNULL,
+        cwd=workdir,
         start_new_session=True,
     )
     for _ in range(200):  # up to 20 s
@@ -96,12 +99,43 @@ def sim_call(port: int, method: str, path: str, body: object | None = None) -> o
         return json.loads(resp.read() or b"null")
 
 
-def run_dag(env: dict[str, str], dag_id: str, conf: dict[str, str] | None) -> bool:
-    cmd = [str(BIN / "airflow"), "dags", "test", dag_id]
+def stop_simulator(sim: subprocess.Popen[bytes]) -> None:
+    os.killpg(sim.pid, signal.SIGTERM)
+    try:
+        sim.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(sim.pid, signal.SIGKILL)
+        sim.wait(timeout=10)
+
+
+def new_job(port: int) -> str:
+    """A scripted job on the simulator: no status for 1 poll, in progress for 3, then SUCCEEDED."""
+    job = sim_call(
+        port, "POST", "/_sim/jobs", {"outcome": "SUCCEEDED", "none_polls": 1, "inprogress_polls": 3}
+    )
+    return str(job["id"])  # type: ignore[index]
+
+
+def prepare(env: dict[str, str], airflow: Path = BIN / "airflow") -> None:
+    """A fresh metadata database with the example DAGs in it (Airflow 3.0's `dags test` reads them there)."""
+    for args in (["db", "migrate"], ["dags", "reserialize"]):
+        proc = subprocess.run(
+            [str(airflow), *args], env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"`airflow {' '.join(args)}` failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+
+
+def run_dag(
+    env: dict[str, str], dag_id: str, conf: dict[str, str] | None, airflow: Path = BIN / "airflow"
+) -> bool:
+    cmd = [str(airflow), "dags", "test", dag_id]
     if conf:
         cmd += ["--conf", json.dumps(conf)]
-    print(f"\n$ {' '.join(cmd)}", flush=True)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    print(f"\n$ {shlex.join(['airflow', *cmd[1:]])}", flush=True)
+    proc = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=300, check=False, cwd=env["AIRFLOW_HOME"]
+    )
     output = proc.stdout + proc.stderr
     keep = (
         "Backup job",
@@ -142,31 +176,19 @@ def main() -> int:
     try:
         env = airflow_env(home, port)
         print(f"vCenter simulator on http://127.0.0.1:{port}; AIRFLOW_HOME={home}", flush=True)
-        subprocess.run(
-            [str(BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, check=True, timeout=300
-        )
+        prepare(env)
         results = []
         dags = args.dag or ["vcenter_backup_gate", "vcenter_backup_start_and_wait"]
         for dag_id in dags:
             conf = None
             if dag_id.startswith("vcenter_backup_gate"):
-                job = sim_call(
-                    port,
-                    "POST",
-                    "/_sim/jobs",
-                    {"outcome": "SUCCEEDED", "none_polls": 1, "inprogress_polls": 3},
-                )
-                conf = {"job_id": job["id"]}  # type: ignore[index]
+                conf = {"job_id": new_job(port)}
             results.append(run_dag(env, dag_id, conf))
         stats = sim_call(port, "GET", "/_sim/stats")
         print(f"\nsimulator: {json.dumps({k: stats[k] for k in ('logins', 'logouts', 'open_sessions')})}")  # type: ignore[index]
         return 0 if all(results) else 1
     finally:
-        os.killpg(sim.pid, signal.SIGTERM)
-        try:
-            sim.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(sim.pid, signal.SIGKILL)
+        stop_simulator(sim)
 
 
 if __name__ == "__main__":

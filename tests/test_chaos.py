@@ -34,27 +34,20 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import (
+
+from airflow_provider_backupjob.compat import (
     AirflowException,
     AirflowFailException,
     AirflowRescheduleException,
     AirflowSensorTimeout,
 )
-
 from airflow_provider_backupjob.outcome import event_outcome
 from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import FAULT_KINDS, Simulator
 from airflow_provider_backupjob.simulator.faults import Fault
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
+from tests.compat import reset_secrets_masker
 from tests.helpers import Connect
-
-try:
-    from airflow.sdk._shared.secrets_masker import reset_secrets_masker
-except ImportError:  # pragma: no cover - a newer Airflow moved it: the runs just get slower
-
-    def reset_secrets_masker() -> None:
-        pass
-
 
 SEED = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 2**31))
 RUNS = int(os.environ.get("CHAOS_RUNS") or 200)

@@ -24,7 +24,7 @@ from airflow_provider_backupjob.protocol import (
 from airflow_provider_backupjob.retry import RetryPolicy
 from airflow_provider_backupjob.simulator import SimState, Simulator, SimulatorClient
 from airflow_provider_backupjob.simulator.control import CALLS, ControlApi
-from tests.conftest import Connect
+from tests.helpers import Connect
 
 FAST = RetryPolicy(attempts=3, max_seconds=5, initial_wait=0.01, max_wait=0.05)
 HOUR = 3600.0

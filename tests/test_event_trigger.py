@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from airflow.sdk.module_loading import import_string
 from airflow.triggers.base import BaseEventTrigger
 
 from airflow_provider_backupjob.exceptions import VCenterConfigError, VCenterError
@@ -18,7 +17,8 @@ from airflow_provider_backupjob.simulator import Simulator
 from airflow_provider_backupjob.triggers import backup_job_event
 from airflow_provider_backupjob.triggers.backup_job import BackupJobEventTrigger
 from airflow_provider_backupjob.triggers.backup_job_event import STATE_KEY, Watermark, watch_step
-from tests.conftest import Connect
+from tests.compat import import_string
+from tests.helpers import Connect
 
 FAST = RetryPolicy(attempts=2, max_seconds=2, initial_wait=0.01, max_wait=0.02)
 DIALECTS = pytest.mark.parametrize("api_enabled", [True, False], ids=["api", "rest"])

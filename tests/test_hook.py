@@ -327,7 +327,7 @@ def test_each_retry_is_logged_with_its_attempt_and_wait(
 def test_the_session_token_is_masked_in_logs(
     sim: Simulator, connect: Connect, flavour: str, mocker: Any
 ) -> None:
-    from airflow.sdk.log import redact
+    from tests.compat import redact
 
     connect()
     call_hook(flavour, "list_jobs")
@@ -337,8 +337,7 @@ def test_the_session_token_is_masked_in_logs(
 
 @FLAVOURS
 def test_errors_carry_their_context_once(sim: Simulator, connect: Connect, flavour: str) -> None:
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException
-
+    from airflow_provider_backupjob.compat import AirflowException, AirflowFailException
     from airflow_provider_backupjob.outage import OutageTracker
     from airflow_provider_backupjob.outcome import job_outcome
 
@@ -425,7 +424,7 @@ def test_api_style_api_on_an_appliance_without_api_says_auto_or_rest(
     ) as info:
         call_hook(flavour, "list_jobs")
     assert "HTTP 404" in str(info.value)
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow_provider_backupjob.compat import AirflowFailException
 
     with pytest.raises(AirflowFailException):  # the task fails without retries
         job_outcome("j", info.value)

@@ -9,12 +9,17 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowTaskTimeout, TaskDeferred
-from airflow.sdk.execution_time.timeout import timeout as task_timeout
 
+from airflow_provider_backupjob.compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowTaskTimeout,
+    TaskDeferred,
+)
 from airflow_provider_backupjob.operators.backup_job import StartBackupJobOperator, VCenterApplianceLink
 from airflow_provider_backupjob.simulator import Simulator
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
+from tests.compat import timeout as task_timeout
 from tests.helpers import Connect
 
 TARGET_PASSWORD = "target-Secret-41"

@@ -24,11 +24,11 @@ from urllib.parse import unquote
 import httpx
 import pytest
 import requests
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from airflow_provider_backupjob import protocol
+from airflow_provider_backupjob.compat import AirflowException, AirflowFailException
 from airflow_provider_backupjob.exceptions import (
     BackupJobNotFound,
     VCenterApiError,

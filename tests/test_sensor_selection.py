@@ -10,18 +10,18 @@ from typing import Any
 
 import pendulum
 import pytest
-from airflow.sdk.exceptions import (
+
+from airflow_provider_backupjob.compat import (
     AirflowException,
     AirflowFailException,
     AirflowRescheduleException,
     AirflowSensorTimeout,
     TaskDeferred,
 )
-
 from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import Simulator
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
-from tests.conftest import Connect
+from tests.helpers import Connect
 
 HOUR = 3600.0
 DIALECTS = pytest.mark.parametrize("api_enabled", [True, False], ids=["api", "rest"])

@@ -11,8 +11,12 @@ from typing import Any
 
 import pytest
 import requests
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowRescheduleException
 
+from airflow_provider_backupjob.compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowRescheduleException,
+)
 from airflow_provider_backupjob.exceptions import VCenterAuthError
 from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
 from airflow_provider_backupjob.outcome import event_outcome

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import requests
 import trustme
-from airflow.sdk.exceptions import AirflowFailException
 from urllib3.exceptions import InsecureRequestWarning
 
+from airflow_provider_backupjob.compat import AirflowFailException
 from airflow_provider_backupjob.exceptions import VCenterConfigError, VCenterTLSError
 from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
 from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook

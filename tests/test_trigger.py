@@ -8,19 +8,19 @@ import time
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import (
+
+from airflow_provider_backupjob.compat import (
     AirflowException,
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
     TaskDeferred,
 )
-from airflow.sdk.module_loading import import_string
-
 from airflow_provider_backupjob.outcome import event_outcome
 from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import DEFAULT_PASSWORD, READONLY_USER, Simulator
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
+from tests.compat import import_string
 from tests.helpers import Connect
 
 

@@ -145,20 +145,16 @@ class CoreOwner:
 
 def mask_token(token: str) -> None:
     """Register a session token with Airflow's secrets masker (here and in the supervisor)."""
-    from airflow.sdk.log import mask_secret
+    from airflow_provider_backupjob.compat import mask_secret
 
     mask_secret(token)
 
 
 async def amask_token(token: str) -> None:
-    """The same from an event loop: Airflow 3.3's ``amask_secret`` cannot block it on the supervisor."""
-    from airflow.sdk import log as sdk_log
+    """The same from an event loop, without blocking it on the supervisor."""
+    from airflow_provider_backupjob.compat import amask_secret
 
-    amask = getattr(sdk_log, "amask_secret", None)
-    if amask is None:  # before Airflow 3.3: mask_secret is safe in async code there
-        sdk_log.mask_secret(token)
-    else:
-        await amask(token)
+    await amask_secret(token)
 
 
 def peer_names(cert: dict[str, Any] | None) -> list[str]:

@@ -15,10 +15,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import requests
-from airflow.sdk import BaseHook
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InsecureRequestWarning, NewConnectionError
 
+from airflow_provider_backupjob.compat import BaseHook
 from airflow_provider_backupjob.exceptions import VCenterError
 from airflow_provider_backupjob.hooks._transport import (
     LOGOUT_POLICY,
@@ -83,6 +83,19 @@ class BackupJobHook(CoreOwner, BaseHook):
     default_conn_name = DEFAULT_CONN_ID
     conn_type = CONN_TYPE
     hook_name = "VMware vCenter Backup"
+
+    # The Connections form on Airflow 3.0/3.1 (3.2+ reads the provider info): one source for both.
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        from airflow_provider_backupjob.connection_form import form_widgets
+
+        return form_widgets()
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        from airflow_provider_backupjob.connection_form import field_behaviour
+
+        return field_behaviour()
 
     def __init__(
         self,

@@ -15,8 +15,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
-from airflow.sdk import BaseHook
 
+from airflow_provider_backupjob.compat import aget_connection
 from airflow_provider_backupjob.exceptions import VCenterError
 from airflow_provider_backupjob.hooks._transport import (
     LOGOUT_POLICY,
@@ -150,7 +150,7 @@ class AsyncBackupJobHook(CoreOwner):
 
     async def _settings(self) -> ConnectionSettings:
         if self._core.settings is None:
-            return self._core.configure(await BaseHook.aget_connection(self.vcenter_conn_id))
+            return self._core.configure(await aget_connection(self.vcenter_conn_id))
         return self._core.settings
 
     async def _session(self) -> VCenterSession:

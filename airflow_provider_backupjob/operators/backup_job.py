@@ -8,21 +8,23 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow.sdk import BaseHook, BaseOperator, BaseOperatorLink, conf
-from airflow.sdk.exceptions import (
+from airflow.sdk import BaseOperator, BaseOperatorLink
+
+from airflow_provider_backupjob.compat import (
     AirflowException,
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowTaskTimeout,
+    BaseHook,
+    conf,
 )
-
 from airflow_provider_backupjob.settings import DEFAULT_CONN_ID
 from airflow_provider_backupjob.waiting import OwnsBackupJobHook, seconds
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-    from airflow.sdk.types import TaskInstanceKey
 
+    from airflow_provider_backupjob.compat import TaskInstanceKey
     from airflow_provider_backupjob.models import BackupJobStatus, BackupRequest
 
 
@@ -111,8 +113,7 @@ class StartBackupJobOperator(OwnsBackupJobHook, BaseOperator):
 
     def backup_request(self) -> BackupRequest:
         """The BackupRequest, with the secrets from the connection or the arguments, masked."""
-        from airflow.sdk.log import mask_secret
-
+        from airflow_provider_backupjob.compat import mask_secret
         from airflow_provider_backupjob.models import BackupRequest
 
         user, password, backup_password = self.location_user, self._location_password, self._backup_password

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_provider_backupjob.compat import AirflowException, AirflowFailException, conf
 from airflow_provider_backupjob.settings import DEFAULT_CONN_ID
 from airflow_provider_backupjob.waiting import OwnsBackupJobHook, seconds
 
