@@ -140,9 +140,10 @@ async def task_instance_state(ti: Any) -> str | None:
 
     map_index = getattr(ti, "map_index", None)
     # sync_to_async, not a bare thread: on 3.2 the SDK's call bridges back into this event loop
-    states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
-        dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=map_index
-    )
+    query: dict[str, Any] = {"dag_id": ti.dag_id, "task_ids": [ti.task_id], "run_ids": [ti.run_id]}
+    if AIRFLOW_V_3_1_PLUS:  # 3.0 has no map_index filter: its answer holds every map index, by key
+        query["map_index"] = map_index
+    states = await sync_to_async(RuntimeTaskInstance.get_task_states)(**query)
     key = ti_state_key(ti.task_id, map_index)
     found = (states or {}).get(ti.run_id, {})
     if key not in found:

@@ -183,8 +183,9 @@ def test_readme_recipes_are_complete_dags(
     assert len(recipes) == 2 and next(iter(recipes)).startswith("Recipe: wait for tonight")
     for i, source in enumerate(recipes.values()):
         (tmp_path / f"recipe_{i}.py").write_text(source)
+    dagbag = "airflow.dag_processing.dagbag" if AIRFLOW_V_3_2_PLUS else "airflow.models.dagbag"
     code = (
-        "import json; from airflow.dag_processing.dagbag import DagBag; "
+        f"import json; from {dagbag} import DagBag; "
         f"bag = DagBag(dag_folder={str(tmp_path)!r}); "
         "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()}, "
         "'dags': sorted(bag.dag_ids)}))"
@@ -217,7 +218,15 @@ def test_asset_dag_reads_which_backup_succeeded_from_the_asset_event(
         "state": "SUCCEEDED",
         "end_time": "2026-12-01T22:05:00",
     }
-    events = {module.vcenter_backup: [SimpleNamespace(extra={"from_trigger": True, "payload": payload})]}
+
+    class TriggeringEvents:
+        """Looked up by asset, as Airflow's accessor is (an Asset is not hashable on Airflow 3.0)."""
+
+        def __getitem__(self, asset: object) -> list[SimpleNamespace]:
+            assert asset == module.vcenter_backup
+            return [SimpleNamespace(extra={"from_trigger": True, "payload": payload})]
+
+    events = TriggeringEvents()
     task_function = module.patch_after_backup.function  # what the task runs, undecorated
     assert task_function(triggering_asset_events=events) == ["20261201-220000-1"]
     assert "backup job 20261201-220000-1 (SCHEDULED) SUCCEEDED" in capsys.readouterr().out
