@@ -12,7 +12,7 @@ import logging
 import os
 import ssl
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TypeVar
 
@@ -26,6 +26,12 @@ from airflow_provider_backupjob.exceptions import (
     VCenterTLSError,
     VCenterUnavailableError,
     caused_by,
+)
+from airflow_provider_backupjob.hooks.shared_session import (
+    SessionKey,
+    SharedSession,
+    Transport,
+    shared_sessions,
 )
 from airflow_provider_backupjob.models import BackupJobStatus
 from airflow_provider_backupjob.protocol import (
@@ -140,6 +146,7 @@ class AsyncBackupJobHook:
         *,
         retry_policy: RetryPolicy | None = None,
         keepalive_expiry: float = 5.0,
+        shared_session_linger: float | None = None,
     ):
         self.vcenter_conn_id = vcenter_conn_id
         self.retry_policy = retry_policy or RetryPolicy()
@@ -149,20 +156,47 @@ class AsyncBackupJobHook:
         self.settings: ConnectionSettings | None = None
         self._client: httpx.AsyncClient | None = None
         self._vcenter: VCenterSession | None = None
+        # Set: the hook uses the event loop's shared session of its appliance (hooks/shared_session.py),
+        # which lingers this long after its last user; None: a session of its own.
+        self.shared_session_linger = shared_session_linger
+        self._shared: SharedSession | None = None
         self.log = logging.getLogger(__name__)
 
-    async def _setup(self) -> tuple[ConnectionSettings, httpx.AsyncClient, VCenterSession]:
+    async def _settings(self) -> ConnectionSettings:
         if self.settings is None:
             conn = await BaseHook.aget_connection(self.vcenter_conn_id)
             self.settings = ConnectionSettings.from_connection(conn, self.vcenter_conn_id)
             if warning := self.settings.verify_off_warning(self.vcenter_conn_id):
                 self.log.warning(warning)
+        return self.settings
+
+    async def sharing_key(self) -> SessionKey:
+        """Which shared session this hook's connection maps to (resolves the connection)."""
+        settings = await self._settings()
+        return SessionKey.of(settings, _ca_version(settings.verify))
+
+    def _transport(self) -> Transport:
+        """A shared session's own way to the appliance, for its logins and logout."""
+        assert self.settings is not None
+        settings, client = self.settings, _clients.acquire(self.settings, self.keepalive_expiry)
+        return Transport(
+            self._sender(client, settings.host, self.retry_policy), lambda: _clients.release(client)
+        )
+
+    async def _setup(self) -> tuple[ConnectionSettings, httpx.AsyncClient]:
+        settings = await self._settings()
         if self._client is None:
-            self._client = _clients.acquire(self.settings, self.keepalive_expiry)
-        if self._vcenter is None:
-            s = self.settings
+            self._client = _clients.acquire(settings, self.keepalive_expiry)
+        if self.shared_session_linger is not None:
+            if self._shared is None:
+                tls = _ca_version(settings.verify)
+                self._shared = shared_sessions.acquire(
+                    settings, tls, self._transport, self.shared_session_linger
+                )
+        elif self._vcenter is None:
+            s = settings
             self._vcenter = VCenterSession(username=s.username, password=s.password, api_style=s.api_style)
-        return self.settings, self._client, self._vcenter
+        return settings, self._client
 
     async def _send_once(self, client: httpx.AsyncClient, host: str, req: HttpRequest) -> HttpResponse:
         try:
@@ -196,13 +230,22 @@ class AsyncBackupJobHook:
         self, exchange_of: Callable[[VCenterSession], Exchange[T]], policy: RetryPolicy | None = None
     ) -> T:
         """Drive the exchange ``exchange_of(session)`` returns; errors name the host."""
-        settings, client, session = await self._setup()
-        chosen = policy or self.retry_policy
-        exchange = exchange_of(session)
+        settings, client = await self._setup()
+        send = self._sender(client, settings.host, policy or self.retry_policy)
+        try:
+            if self._shared is not None:
+                return await self._shared.run(exchange_of, lambda exchange: drive_async(exchange, send))
+            assert self._vcenter is not None
+            return await drive_async(exchange_of(self._vcenter), send)
+        except VCenterError as err:
+            raise err.with_context(host=settings.host) from err.__cause__
 
+    def _sender(
+        self, client: httpx.AsyncClient, host: str, chosen: RetryPolicy
+    ) -> Callable[[HttpRequest], Awaitable[HttpResponse]]:
         async def send(req: HttpRequest) -> HttpResponse:
             try:
-                return await self._send_once(client, settings.host, req)
+                return await self._send_once(client, host, req)
             except VCenterUnavailableError as err:
                 retrying = chosen.retries_after(req, err)
                 if retrying is None:
@@ -210,13 +253,10 @@ class AsyncBackupJobHook:
                 await asyncio.sleep(chosen.first_wait())
             async for attempt in AsyncRetrying(**retrying):
                 with attempt:
-                    return await self._send_once(client, settings.host, req)
+                    return await self._send_once(client, host, req)
             raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 
-        try:
-            return await drive_async(exchange, send)
-        except VCenterError as err:
-            raise err.with_context(host=settings.host) from err.__cause__
+        return send
 
     async def get_job(self, job_id: str) -> BackupJobStatus:
         return await self.run(lambda session: session.get_job(job_id))
@@ -227,6 +267,9 @@ class AsyncBackupJobHook:
     async def aclose(self, timeout: float = 10.0) -> None:
         """Log out (one bounded attempt, also when the waiting task was cancelled) and close. Never raises."""
         try:
+            if self._shared is not None:
+                shared, self._shared = self._shared, None
+                await shared.release()  # the shared session logs out when its last user is gone
             if self._vcenter is not None and self._vcenter.is_open:
                 vcenter = self._vcenter
                 await asyncio.wait_for(self.run(lambda _: vcenter.logout(), RetryPolicy(attempts=1)), timeout)

@@ -72,7 +72,11 @@ class BackupJobTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = self._hook()
+        from airflow_provider_backupjob.hooks.shared_poll import subscribe_job
+
+        # get_job goes through the loop's shared poll of this job (one session per appliance, one
+        # poll per interval for all its waiters); aclose leaves it and closes the hook
+        hook = subscribe_job(self._hook(), self.job_id, self.poll_interval)
         try:
             event = await self._wait(hook)
         finally:
