@@ -74,12 +74,12 @@ async def _ours(job_id: str, interval: float, limit: float) -> bool:
     return payload.get("status") == "terminal" and payload["job"]["state"] == "SUCCEEDED"
 
 
-async def _theirs(job_id: str, interval: float, session: str) -> bool:
+async def _theirs(job_id: str, interval: float, session: str, conn_id: str = "sim_http") -> bool:
     from airflow.providers.http.triggers.http import HttpTrigger
 
     for _ in range(4 * POLLS):  # bounded: the job ends after POLLS polls
         trigger = HttpTrigger(
-            http_conn_id="sim_http",
+            http_conn_id=conn_id,
             method="GET",
             endpoint=JOB_PATH.format(job_id),
             headers={"vmware-api-session-id": session, "Accept": "application/json"},
