@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/request_economy.py
 	$(BIN)/python benchmarks/parse_cost.py
 	$(BIN)/python benchmarks/trigger_scale.py
+	$(BIN)/python benchmarks/crowd_fleet.py
 
 chaos: $(STAMP)
 	CHAOS_RUNS=$${CHAOS_RUNS:-1000} $(BIN)/python -m pytest -q tests/test_chaos.py $(PYTEST_ARGS)

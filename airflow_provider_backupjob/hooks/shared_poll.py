@@ -6,7 +6,8 @@ A trigger's fetch goes through :func:`subscribe_job`, which answers ``get_job`` 
 - a status fetched by a poll that started less than the shortest subscriber's poll interval ago is
   answered again (one poll per interval, however many wait); an error is shared only with those
   who joined its poll, so a trigger riding out an outage always sees a poll of its own time;
-- otherwise a new poll starts, on the poller's own hook, which uses the loop's shared session.
+- otherwise a new poll starts, on the poller's hook (its first subscriber's), which uses the loop's
+  shared session.
 
 Each trigger keeps its own loop, deadline, ``max_outage`` and outcome. The poller is refcounted:
 when the last subscriber leaves, its poll in flight is cancelled and its hook closed.
@@ -83,14 +84,10 @@ class _JobPollers:
         here = self.here()
         poller = here.get(key)
         if poller is None:
-            template = sub.hook
-            hook = type(template)(
-                template.vcenter_conn_id,
-                retry_policy=template.retry_policy,
-                keepalive_expiry=template.keepalive_expiry,
-                shared_session_linger=min(sub.interval, LINGER_MAX),
-            )
-            hook.settings = template.settings  # resolved already: no second connection lookup
+            # the first subscriber's hook (connection resolved, nothing sent yet) becomes the poller's,
+            # on the loop's shared session; the poller closes it when its last subscriber leaves
+            hook, sub.adopted = sub.hook, True
+            hook.shared_session_linger = min(sub.interval, LINGER_MAX)
             poller = here[key] = _JobPoller(key, hook)
         poller.subscribers[sub] = sub.interval
         return poller
@@ -119,6 +116,7 @@ class JobSubscription:
         self.job_id = job_id
         self.interval = max(float(interval), 0.0)
         self._poller: _JobPoller | None = None
+        self.adopted = False  # the hook now serves the shared poll, which closes it
 
     async def get_job(self, job_id: str) -> BackupJobStatus:
         if job_id != self.job_id:  # this subscription polls one job; anything else goes to the hook
@@ -134,7 +132,8 @@ class JobSubscription:
                 poller, self._poller = self._poller, None
                 await job_pollers.leave(self, poller)
         finally:
-            await self.hook.aclose()
+            if not self.adopted:
+                await self.hook.aclose()
 
     def __getattr__(self, name: str) -> Any:  # the rest of the hook's API (list_jobs, ...)
         return getattr(self.hook, name)
