@@ -25,7 +25,8 @@ from airflow_provider_backupjob.models import BackupJobStatus
 if TYPE_CHECKING:
     from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
 
-LINGER_MAX = 60.0  # a shared session lingers at most one poll interval, and never more than this
+LINGER_MAX = 60.0
+CLOSE_TIMEOUT = 10.0  # a shared session lingers at most one poll interval, and never more than this
 
 
 class JobFetcher(Protocol):
@@ -66,7 +67,9 @@ class _JobPoller:
 
     async def close(self) -> None:
         if self._inflight is not None:
-            self._inflight.cancel()  # nobody waits on it any more
+            task = self._inflight
+            task.cancel()  # nobody waits on it any more; let it unwind before its hook closes
+            await asyncio.wait([task], timeout=CLOSE_TIMEOUT)
         await self.hook.aclose()
 
 
