@@ -6,8 +6,11 @@ samples every appliance's open sessions every 10 ms (the peak is what a crowd of
 once). Commands on stdin, one a line, answered with one JSON line on stdout:
 
 - ``cap N``: every appliance's session cap becomes N;
-- ``reset``: counters and peaks start again from zero;
-- ``report``: per appliance: logins, login failures, logouts, GET-job requests, open sessions, peak;
+- ``clean``: every session open on any appliance expires (what an earlier run left open);
+- ``reset W``: counters and peaks start again from zero; W is the window, in seconds, of the peak
+  job polls (the most GET-job requests in any W seconds, all appliances together);
+- ``report``: per appliance: logins, login failures, logouts, GET-job requests, open sessions, peak
+  open sessions; and the peak job polls in a window;
 - ``stop`` (or end of input): close the servers and exit.
 """
 
@@ -29,6 +32,21 @@ from airflow_provider_backupjob.simulator.state import SimState
 def _open(state: SimState) -> int:
     with state._lock:  # a cheap count (stats() also sweeps and copies), the sampler's only read
         return len(state._sessions)
+
+
+def _gets(state: SimState) -> int:
+    with state._lock:
+        return state.by_route.get("GET job", 0)
+
+
+def _peak_in_window(samples: list[tuple[float, int]], window: float) -> int:
+    """The most GET-job requests between two samples at most ``window`` seconds apart."""
+    best, start = 0, 0
+    for t, gets in samples:
+        while samples[start][0] < t - window:
+            start += 1
+        best = max(best, gets - samples[start][1])
+    return best
 
 
 def _report(states: list[SimState], peaks: list[int]) -> list[dict[str, Any]]:
@@ -62,6 +80,8 @@ def main() -> int:
     states = [SimState(session_cap=args.session_cap) for _ in range(args.count)]
     servers = [SimServer(state, host="127.0.0.1", port=0) for state in states]
     peaks = [0] * len(states)
+    samples: list[tuple[float, int]] = []  # (monotonic time, GET-job requests of all appliances)
+    window = [5.0]
     lock, done = threading.Lock(), threading.Event()
 
     def sample() -> None:
@@ -69,6 +89,7 @@ def main() -> int:
             with lock:
                 for i, state in enumerate(states):
                     peaks[i] = max(peaks[i], _open(state))
+                samples.append((time.monotonic(), sum(_gets(state) for state in states)))
 
     def commands() -> None:
         for line in sys.stdin:  # bounded by the driver closing our stdin
@@ -77,12 +98,19 @@ def main() -> int:
                 if word == "cap":
                     for state in states:
                         state.configure(session_cap=int(arg))
+                elif word == "clean":
+                    for state in states:
+                        state.expire_all_sessions()
                 elif word == "reset":
                     for i, state in enumerate(states):
                         state.reset_counters()
                         peaks[i] = _open(state)
+                    samples.clear()
+                    window[0] = float(arg or 5.0)
                 elif word == "report":
-                    print(json.dumps(_report(states, peaks)), flush=True)
+                    report = {"appliances": _report(states, peaks)}
+                    report["peak_polls"] = _peak_in_window(samples, window[0]) if samples else 0
+                    print(json.dumps(report), flush=True)
                     continue
                 elif word == "stop":
                     break

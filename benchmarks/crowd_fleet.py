@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import math
 import os
 import subprocess
 import sys
@@ -204,6 +203,7 @@ def run_worker(fleet: Fleet, kind: str, sc: dict[str, Any], interval: float, env
     cmd = [sys.executable, __file__, "--worker", kind, "--jobs", sc["jobs"], "--start", sc["start"]]
     cmd += ["--n", str(sc["n"]), "--ports", json.dumps(fleet.ports), "--interval", str(interval)]
     fleet.ask(f"cap {sc['cap']}")
+    fleet.ask("clean")  # sessions an earlier run left open (a timed-out logout) count for nobody
     proc = subprocess.Popen(
         cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -212,7 +212,7 @@ def run_worker(fleet: Fleet, kind: str, sc: dict[str, Any], interval: float, env
     try:
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError(f"worker {kind} did not get ready:\n{proc.communicate(timeout=60)[1][-3000:]}")
-        fleet.ask("reset")
+        fleet.ask(f"reset {0.99 * interval}")
         proc.stdin.write("go\n")
         proc.stdin.flush()
         out, err = proc.communicate(timeout=5 * POLLS * interval + 300)
@@ -223,8 +223,10 @@ def run_worker(fleet: Fleet, kind: str, sc: dict[str, Any], interval: float, env
     if proc.returncode != 0:
         raise RuntimeError(f"worker {kind} {sc['name']} failed ({proc.returncode}):\n{err[-3000:]}")
     result = json.loads(out.strip().splitlines()[-1])
-    sims = fleet.ask("report")
+    answer = fleet.ask("report")
+    sims = answer["appliances"]
     result.update(
+        peak_polls=answer["peak_polls"],
         n=sc["n"],
         appliances=len(sims),
         gets=sum(s["gets"] for s in sims),
@@ -235,8 +237,6 @@ def run_worker(fleet: Fleet, kind: str, sc: dict[str, Any], interval: float, env
         peak_total=sum(s["peak"] for s in sims),
         peak_max=max(s["peak"] for s in sims),
     )
-    # job polls per interval: GET-job requests over the poll rounds the wait took
-    result["rounds"] = max(1, math.ceil((result["wall"] - result["spread_span"]) / interval - 0.05))
     return result
 
 
@@ -303,7 +303,7 @@ ROWS: list[tuple[str, Any]] = [
     ("logins (refused) / logouts", lambda r: f"{r['logins']} ({r['login_failures']}) / {r['logouts']}"),
     ("sessions open after the run", lambda r: r["open_after"]),
     ("job polls (GET job)", lambda r: r["gets"]),
-    ("job polls per interval", lambda r: f"{r['gets'] / r['rounds']:.0f}"),
+    ("job polls per interval (peak)", lambda r: r["peak_polls"]),
     ("wall time, s", lambda r: f"{r['wall']:.1f}"),
     ("event-loop lag p99 / max, ms", lambda r: f"{r['lag_p99'] * 1e3:.1f} / {r['lag_max'] * 1e3:.1f}"),
     ("CPU per job poll, ms", lambda r: f"{r['cpu'] / max(r['gets'], 1) * 1e3:.3f}"),
@@ -382,12 +382,12 @@ def targets(results: dict[tuple[int, str], Any], scs: list[dict[str, Any]]) -> l
                 ]
             )
         distinct = 1 if sc["jobs"] == "same" else sc["n"]
-        per = ours["gets"] / ours["rounds"]
+        was = f" (before: {before['peak_polls']})" if before else ""
         rows.append(
             [
-                f"{where}: job polls per interval = {distinct}",
-                f"{per:.0f}",
-                _yes(abs(per - distinct) <= 0.1 * distinct),
+                f"{where}: job polls per interval <= {distinct}",
+                f"{ours['peak_polls']}{was}",
+                _yes(ours["peak_polls"] <= distinct),
             ]
         )
         rows.append(
@@ -423,10 +423,11 @@ def targets(results: dict[tuple[int, str], Any], scs: list[dict[str, Any]]) -> l
 
 NOTES = (
     "Notes: every (scenario, kind) runs in a fresh worker process with one event loop; appliances are "
-    "simulators in one helper process (one asyncio loop, one port each), plain HTTP on loopback. Counters "
-    "are zeroed after the worker's warm-up. Peak open sessions: sampled every 10 ms in the helper. Job "
-    "polls per interval = GET-job requests / the poll rounds the wait took (wall time / interval, rounded "
-    "up). CPU = the worker's user+system CPU over the run; per job poll = / the GET-job requests the "
+    "simulators in one helper process (one asyncio loop, one port each), plain HTTP on loopback. Before "
+    "each run every session left open on the appliances is expired; counters are zeroed after the worker's "
+    "warm-up. Peak open sessions and job polls: sampled every 10 ms in the helper; job polls per interval "
+    "= the most GET-job requests in any 0.99 x interval seconds (a trigger polls at most once in that "
+    "time). CPU = the worker's user+system CPU over the run; per job poll = / the GET-job requests the "
     "appliances counted (only comparable where every trigger has its own job); per wait = / N. RSS growth "
     "= peak RSS (sampled every 100 ms) minus RSS before the start. HttpTrigger reuses one session per "
     "appliance made before the run and opens a new aiohttp session (a new TCP connection) per poll."
