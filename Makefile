@@ -55,6 +55,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/trigger_scale.py
 	$(BIN)/python benchmarks/crowd_fleet.py
 
+.PHONY: fuzz
+fuzz: $(STAMP)  # the properties with FUZZ_EXAMPLES each, from a fresh seed (FUZZ_SEED=n replays a run)
+	@seed=$${FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "make fuzz: seed $$seed"; \
+	$(BIN)/python -m pytest -q --timeout=0 --hypothesis-profile=fuzz --hypothesis-seed=$$seed \
+	    --hypothesis-show-statistics tests/test_properties.py $(PYTEST_ARGS) || { echo "make fuzz failed:" \
+	    "replay with 'make fuzz FUZZ_SEED=$$seed', or paste the @reproduce_failure line above on the test"; exit 1; }
+
 chaos: $(STAMP)
 	CHAOS_RUNS=$${CHAOS_RUNS:-1000} $(BIN)/python -m pytest -q tests/test_chaos.py $(PYTEST_ARGS)
 

@@ -88,10 +88,21 @@ class VCenterTLSError(VCenterApiError):
     """The appliance's certificate could not be verified."""
 
     HINT = (
-        "set the connection extra 'ca_bundle' to the PEM file of the appliance's CA (the VMCA root "
-        "certificates are at https://<vcenter>/certs/download.zip), or set 'verify_ssl' to false to turn "
-        "verification off (not recommended)"
+        "set the connection extra 'ca_bundle' to the PEM file of the appliance's CA, or 'ca_cert' to its "
+        "PEM text (the VMCA root certificates are at https://<vcenter>/certs/download.zip), or set "
+        "'verify_ssl' to false to turn verification off (not recommended)"
     )
+
+    @classmethod
+    def for_other_names(cls, hostname: str, names: Sequence[str] | None) -> VCenterTLSError:
+        """The certificate was issued by a trusted CA, but not for the name the connection uses."""
+        on_it = f" ({', '.join(names[:8])})" if names else ""
+        use = f"'{names[0]}'" if names else "a name the certificate lists"
+        return cls(
+            f"the TLS certificate of vCenter is valid (its CA is trusted: ca_bundle / ca_cert are right), "
+            f"but for other names{on_it} than {hostname!r}: set the connection's host to {use}, the name "
+            "the appliance's certificate was issued for"
+        )
 
     @classmethod
     def from_ssl_error(cls, host: str, err: object, *, certificate: bool) -> VCenterTLSError:
@@ -139,18 +150,27 @@ _EVENT_KINDS: dict[str, type[VCenterError]] = {
 
 
 def error_from_event(data: Any) -> VCenterError:
-    """Rebuild an error carried in a trigger event; anything unreadable becomes an unexpected response."""
-    if not isinstance(data, dict) or data.get("kind") not in _EVENT_KINDS:
+    """Rebuild an error carried in a trigger event. Total: any JSON value gives one of our errors;
+    anything unreadable becomes an unexpected response, a field of the wrong type is left out."""
+    kind = data.get("kind") if isinstance(data, dict) else None
+    cls = _EVENT_KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
         return UnexpectedResponseError(f"unexpected error payload in trigger event: {data!r:.200}")
-    cls = _EVENT_KINDS[data["kind"]]
-    messages = data.get("vcenter_messages") or []
+    messages = data.get("vcenter_messages")
+    status_code = data.get("status_code")
     return cls(
-        str(data.get("detail") or "error"),
-        host=data.get("host"),
-        job_id=data.get("job_id"),
-        status_code=data.get("status_code") if isinstance(data.get("status_code"), int) else None,
+        _text_or_none(data.get("detail")) or "error",
+        host=_text_or_none(data.get("host")),
+        job_id=_text_or_none(data.get("job_id")),
+        status_code=None
+        if isinstance(status_code, bool) or not isinstance(status_code, int)
+        else status_code,
         vcenter_messages=[str(m) for m in messages] if isinstance(messages, list) else [],
     )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def exception_chain(err: BaseException, limit: int = 10) -> Iterator[BaseException]:
@@ -167,7 +187,3 @@ def exception_chain(err: BaseException, limit: int = 10) -> Iterator[BaseExcepti
         if not isinstance(inner, BaseException):
             inner = seen.__cause__ or seen.__context__
         seen = inner if isinstance(inner, BaseException) else None
-
-
-def caused_by(err: BaseException, kind: type[BaseException]) -> bool:
-    return any(isinstance(link, kind) for link in exception_chain(err))

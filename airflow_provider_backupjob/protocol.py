@@ -5,19 +5,21 @@ how requests are built, how answers become typed models or exceptions, which fai
 and the session flow (log in once, send the token, log in again once on a 401, fall back from
 ``/api`` to ``/rest`` on appliances before 7.0 U2, log out). The flow is written as generators
 that *yield* an :class:`HttpRequest` and are *sent* the :class:`HttpResponse`; a transport drives
-them. The sync hook drives them with ``requests`` (:func:`drive`), the trigger with ``httpx``
-(:func:`drive_async`); neither knows anything of the protocol.
+them: both hooks through their shared transport core (``hooks/_transport.py``), over ``requests``
+and ``httpx``; tests with :func:`drive`. The protocol knows nothing of them.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import re
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from airflow_provider_backupjob.exceptions import (
     BackupAlreadyRunning,
@@ -30,9 +32,11 @@ from airflow_provider_backupjob.exceptions import (
     VCenterUnavailableError,
 )
 from airflow_provider_backupjob.models import (
+    BackupJobDetails,
     BackupJobStatus,
     BackupRequest,
     CancelResult,
+    JobType,
     LocalizableMessage,
 )
 
@@ -131,6 +135,15 @@ def list_jobs_request(dialect: Dialect) -> HttpRequest:
     return HttpRequest("GET", job_path(dialect), "list backup jobs")
 
 
+def details_request(dialect: Dialect, job_ids: Sequence[str] | None = None) -> HttpRequest:
+    """``GET .../job/details``, filtered by ids: ``jobs=`` on /api, ``filter.jobs=`` on /rest."""
+    target = f"{job_path(dialect)}/details"
+    if job_ids is not None:
+        key = "jobs" if dialect is Dialect.API else "filter.jobs"
+        target += "?" + urlencode([(key, validate_job_id(j)) for j in job_ids])
+    return HttpRequest("GET", target, "get backup job details")
+
+
 def list_parts_request(dialect: Dialect) -> HttpRequest:
     return HttpRequest("GET", f"{_base(dialect)}/parts", "list backup parts")
 
@@ -222,6 +235,12 @@ def error_for(req: HttpRequest, resp: HttpResponse) -> VCenterError:
     kw: dict[str, Any] = {"job_id": req.job_id, "status_code": resp.status, "vcenter_messages": messages}
     status = resp.status
     if req.operation == "log in":
+        if status == 404 and req.target == "/api/session":  # only with api_style "api": auto falls back
+            return VCenterConfigError(
+                "the appliance has no /api (vCenter before 7.0 U2 answers 404 there): set the connection "
+                "extra api_style to auto or rest",
+                **kw,
+            )
         if status == 401:
             return VCenterAuthError("vCenter rejected the user name or password at login", **kw)
         if is_session_cap(resp):
@@ -282,6 +301,39 @@ def parse_job_ids(dialect: Dialect, req: HttpRequest, resp: HttpResponse) -> lis
     return ids
 
 
+def parse_details(dialect: Dialect, req: HttpRequest, resp: HttpResponse) -> dict[str, BackupJobDetails]:
+    """The details answer: an object keyed by job id on /api, a list of ``{key, value}`` on /rest."""
+    if resp.status == 404:
+        raise VCenterApiError(
+            "this appliance has no backup job details (HTTP 404 on .../backup/job/details: vCenter 6.5 "
+            "has none; they came with 6.7)",
+            status_code=404,
+        )
+    body = unwrap(dialect, check(req, resp))
+    if dialect is Dialect.REST:
+        if not isinstance(body, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("key"), str) and "value" in e for e in body
+        ):
+            raise UnexpectedResponseError(
+                "unexpected response from vCenter: the /rest job details are not a list of {key, value}"
+            )
+        pairs = [(e["key"], e["value"]) for e in body]
+    else:
+        if not isinstance(body, dict):
+            raise UnexpectedResponseError(
+                "unexpected response from vCenter: the job details are not an object"
+            )
+        pairs = list(body.items())
+    return {validate_job_id(k): BackupJobDetails.from_json(k, v) for k, v in pairs}
+
+
+def _details_or_none(
+    dialect: Dialect, req: HttpRequest, resp: HttpResponse
+) -> dict[str, BackupJobDetails] | None:
+    """None where the appliance has no details (404: vCenter 6.5)."""
+    return None if resp.status == 404 else parse_details(dialect, req, resp)
+
+
 def parse_parts(dialect: Dialect, req: HttpRequest, resp: HttpResponse) -> list[str]:
     parts = unwrap(dialect, check(req, resp))
     if not isinstance(parts, list) or not all(
@@ -293,6 +345,69 @@ def parse_parts(dialect: Dialect, req: HttpRequest, resp: HttpResponse) -> list[
 
 def parse_cancel(dialect: Dialect, req: HttpRequest, resp: HttpResponse) -> CancelResult:
     return _with_job(req, lambda: CancelResult.from_json(unwrap(dialect, check(req, resp))))
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding a job by start time and type
+# --------------------------------------------------------------------------------------------------
+# Job ids are timestamp based ("TimeStamp based ID", 20170717-132629-5318154, per the vendor's page).
+# Which clock the stamp uses is not documented, so a window on the id is widened by the largest UTC
+# offset there is; the job's own start_time decides. Ids sort by their stamp as strings.
+_ID_STAMP = re.compile(r"(\d{8})-(\d{6})(?!\d)")
+ID_CLOCK_SLACK = dt.timedelta(hours=14)
+FIND_BATCH = 20  # ids a details request asks for (a URL well under 1 kB)
+FIND_MAX_BATCHES = 3  # details requests of one find_job call, at most
+FALLBACK_GETS = 8  # job GETs of one find_job call on an appliance without details
+_FAR_FUTURE = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+
+
+def job_id_time(job_id: str) -> dt.datetime | None:
+    """The time stamp at the start of a job id (naive, clock unknown), or None if it has none."""
+    match = _ID_STAMP.match(job_id)
+    if not match:
+        return None
+    try:
+        return dt.datetime.strptime(match.group(1) + match.group(2), "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
+
+
+def _naive_utc(when: dt.datetime) -> dt.datetime:
+    if when.tzinfo is None:
+        return when
+    return when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def candidate_ids(
+    ids: Iterable[str], started_after: dt.datetime, started_before: dt.datetime | None
+) -> list[str] | None:
+    """Ids that may have started in the window, newest first; None if some id has no time stamp
+    (then nothing can be ruled out by its id)."""
+    low = _naive_utc(started_after) - ID_CLOCK_SLACK
+    high = None if started_before is None else _naive_utc(started_before) + ID_CLOCK_SLACK
+    picked: list[str] = []
+    for job_id in ids:
+        stamp = job_id_time(job_id)
+        if stamp is None:
+            return None
+        if stamp >= low and (high is None or stamp < high):
+            picked.append(job_id)
+    return sorted(picked, reverse=True)
+
+
+def in_window(
+    status: BackupJobStatus, started_after: dt.datetime, started_before: dt.datetime | None
+) -> bool:
+    start = status.start_time
+    return start is not None and start >= started_after and (started_before is None or start < started_before)
+
+
+def _aware(when: dt.datetime, name: str) -> dt.datetime:
+    if not isinstance(when, dt.datetime):
+        raise VCenterConfigError(f"{name} must be a datetime, not {type(when).__name__}")
+    if when.tzinfo is None:
+        raise VCenterConfigError(f"{name} must carry a time zone (vCenter's start times are UTC): {when}")
+    return when
 
 
 # --------------------------------------------------------------------------------------------------
@@ -393,6 +508,107 @@ class VCenterSession:
         validate_job_id(job_id)
         return (yield from self.call(lambda d: cancel_job_request(d, job_id), parse_cancel))
 
+    def list_job_details(self, job_ids: Sequence[str] | None = None) -> Exchange[dict[str, BackupJobDetails]]:
+        """Details of the given jobs (all the appliance keeps if None); raises on vCenter 6.5."""
+        ids = None if job_ids is None else [validate_job_id(j) for j in job_ids]
+        return (yield from self.call(lambda d: details_request(d, ids), parse_details))
+
+    def job_statuses(
+        self, job_ids: Sequence[str], *, need_type: bool = False
+    ) -> Exchange[list[BackupJobStatus]]:
+        """The statuses of ``job_ids``, with details where the appliance has them: one details
+        request, or on an appliance without details (vCenter 6.5 answers 404) one GET per job,
+        skipping jobs that vanished meanwhile. ``need_type``: fail clearly where the type is
+        unknowable. Jobs not started yet (no start time) are left out."""
+        statuses, _ = yield from self._statuses(job_ids, need_type=need_type)
+        return statuses
+
+    def _statuses(
+        self,
+        job_ids: Sequence[str],
+        *,
+        need_type: bool,
+        stop_below: dt.datetime | None = None,
+        max_gets: int | None = None,
+    ) -> Exchange[tuple[list[BackupJobStatus], bool]]:
+        if not job_ids:
+            return [], True
+        ids = [validate_job_id(j) for j in job_ids]
+        details = yield from self.call(lambda d: details_request(d, ids), _details_or_none)
+        if details is not None:
+            return [info.to_status() for info in details.values() if info.start_time is not None], True
+        if need_type:
+            raise VCenterConfigError(
+                "job_type cannot be used with this appliance: it has no backup job details (HTTP 404 on "
+                ".../backup/job/details, as on vCenter 6.5), so whether a job was SCHEDULED or MANUAL "
+                "cannot be known. Leave job_type unset (None)."
+            )
+        found: list[BackupJobStatus] = []
+        for job_id in ids[:max_gets]:
+            try:
+                status = yield from self.get_job(job_id)
+            except BackupJobNotFound:
+                continue
+            found.append(status)
+            if stop_below is not None and status.start_time is not None and status.start_time < stop_below:
+                break  # ids are newest first: this one decides (in the window, or every later one is too old)
+        return found, False
+
+    def find_job(
+        self,
+        *,
+        started_after: dt.datetime,
+        started_before: dt.datetime | None = None,
+        job_type: JobType | str | None = None,
+    ) -> Exchange[BackupJobStatus | None]:
+        """The newest job that started in ``[started_after, started_before)`` and is of ``job_type``.
+
+        One list request; the ids' time stamps rule out the jobs that cannot be in the window; then
+        details of at most FIND_MAX_BATCHES batches of FIND_BATCH ids, newest first. On an appliance
+        without details: one 404, then job GETs newest first, up to the first that started before
+        ``started_before`` (it decides), at most FALLBACK_GETS. A call costs at
+        most 2 + FIND_MAX_BATCHES requests (2 + FALLBACK_GETS on vCenter 6.5), however many jobs the
+        appliance keeps, plus one GET of the job chosen by its details (the state it answers is the
+        one the job's own endpoint gives).
+        """
+        after = _aware(started_after, "started_after")
+        before = None if started_before is None else _aware(started_before, "started_before")
+        if before is not None and before <= after:
+            raise VCenterConfigError(f"started_before ({before}) must be later than started_after ({after})")
+        kind = JobType.parse(job_type)
+        ids = yield from self.list_jobs()
+        candidates = candidate_ids(ids, after, before)
+        if candidates is None:  # some ids carry no time stamp: one unfiltered details request decides
+            details = yield from self.call(lambda d: details_request(d), _details_or_none)
+            if details is None:
+                raise VCenterApiError(
+                    "cannot find a job by start time on this appliance: its job ids carry no time stamp "
+                    "and it has no job details (vCenter 6.5); give the sensor a job_id instead"
+                )
+            statuses = [i.to_status() for i in details.values() if i.start_time]
+            return (yield from self._confirmed(_newest_match(statuses, after, before, kind)))
+        for first in range(0, min(len(candidates), FIND_BATCH * FIND_MAX_BATCHES), FIND_BATCH):
+            batch = candidates[first : first + FIND_BATCH]
+            statuses, had_details = yield from self._statuses(
+                batch,
+                need_type=kind is not None,
+                stop_below=before or _FAR_FUTURE,
+                max_gets=FALLBACK_GETS,
+            )
+            found = _newest_match(statuses, after, before, kind)
+            if found is not None and had_details:
+                return (yield from self._confirmed(found))
+            if found is not None or not had_details:  # vCenter 6.5: the GETs were the last word
+                return found
+        return None
+
+    def _confirmed(self, found: BackupJobStatus | None) -> Exchange[BackupJobStatus | None]:
+        """The job the details chose, in the state its own endpoint answers, with the details."""
+        if found is None:
+            return None
+        status = yield from self.get_job(found.id)
+        return replace(status, details=found.details)
+
     def start_backup(self, request: BackupRequest, *, look_back: int = 5) -> Exchange[BackupJobStatus]:
         """Start a backup; on ``feature_in_use`` name the running job when the job list tells it."""
         try:
@@ -414,6 +630,21 @@ class VCenterSession:
         except (VCenterError, ValueError):
             return None  # best effort: the refusal itself is what the caller needs
         return None
+
+
+def _newest_match(
+    statuses: Iterable[BackupJobStatus],
+    after: dt.datetime,
+    before: dt.datetime | None,
+    kind: JobType | None,
+) -> BackupJobStatus | None:
+    matches = [
+        st
+        for st in statuses
+        if in_window(st, after, before)
+        and (kind is None or (st.details is not None and st.details.type is kind))
+    ]
+    return max(matches, key=lambda st: (st.start_time, st.id), default=None)
 
 
 class SessionExpired(Exception):
@@ -451,18 +682,6 @@ def drive(exchange: Exchange[T], send: Callable[[HttpRequest], HttpResponse]) ->
         req = next(exchange)
         while True:
             req = exchange.send(send(req))
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    finally:
-        exchange.close()
-
-
-async def drive_async(exchange: Exchange[T], send: Callable[[HttpRequest], Awaitable[HttpResponse]]) -> T:
-    """Run an exchange with an asynchronous transport."""
-    try:
-        req = next(exchange)
-        while True:
-            req = exchange.send(await send(req))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     finally:

@@ -7,7 +7,10 @@ the same names for the UI. Extras are read under their plain names and under the
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,6 +24,10 @@ DEFAULT_CONN_ID = "vcenter_backup_default"
 DEFAULT_PORT = 443
 DEFAULT_TIMEOUT = 30.0
 EXTRA_FIELDS = ("verify_ssl", "ca_bundle", "api_style", "timeout")
+# Read too, not yet in the form: the appliance's CA certificate(s) as PEM text (managed Airflow,
+# where no file can be put on every worker and triggerer).
+CA_CERT_FIELD = "ca_cert"
+PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
 
 
 class ConnectionLike(Protocol):
@@ -63,6 +70,16 @@ class ConnectionSettings:
     verify: bool | str = True  # True, False, or the path of a CA bundle
     api_style: str = "auto"
     timeout: float = DEFAULT_TIMEOUT
+    ca_cert: str | None = field(default=None, repr=False)  # PEM text of CA certificates, never logged
+
+    @property
+    def hostname(self) -> str:
+        """The host name or address alone (no brackets, no port), as sockets and certificates see it."""
+        return urlsplit(self.base_url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.base_url).port or DEFAULT_PORT
 
     def verify_off_warning(self, conn_id: str) -> str | None:
         """What to warn, once per hook, when certificate verification is turned off."""
@@ -70,7 +87,7 @@ class ConnectionSettings:
             return None
         return (
             f"TLS certificate verification is OFF for vCenter {self.host} (connection {conn_id}): "
-            "anyone on the path can read the credentials; set ca_bundle instead"
+            "anyone on the path can read the credentials; set ca_bundle or ca_cert instead"
         )
 
     @property
@@ -101,9 +118,10 @@ class ConnectionSettings:
         verify: bool | str = True if verify_raw is None else _as_bool(verify_raw, "verify_ssl")
         ca_bundle = _extra(extras, "ca_bundle")
         if ca_bundle and verify:
-            if not os.path.isfile(str(ca_bundle)):
-                raise VCenterConfigError(f"{named}: ca_bundle {ca_bundle!r} is not a readable file")
-            verify = str(ca_bundle)
+            verify = _pem_file(str(ca_bundle), named)
+        ca_cert = _extra(extras, CA_CERT_FIELD) if verify else None
+        if ca_cert is not None:
+            ca_cert = _pem_text(ca_cert, named)
         api_style = str(_extra(extras, "api_style") or "auto").lower()
         if api_style not in API_STYLES:
             raise VCenterConfigError(
@@ -126,4 +144,87 @@ class ConnectionSettings:
             verify=verify,
             api_style=api_style,
             timeout=timeout,
+            ca_cert=ca_cert,
         )
+
+
+def _pem_file(path: str, named: str) -> str:
+    """``path`` if it is a readable PEM file of certificates, else the error that says what to fix."""
+    if not os.path.isfile(path):
+        raise VCenterConfigError(f"{named}: ca_bundle {path!r} is not a readable file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+        ssl.create_default_context(cafile=path)
+    except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+        raise VCenterConfigError(
+            f"{named}: ca_bundle {path!r} is not a PEM file of CA certificates ({type(err).__name__}); "
+            "it must hold '-----BEGIN CERTIFICATE-----' blocks (convert a DER .crt/.cer file with "
+            "`openssl x509 -inform der -in FILE -out FILE.pem`)"
+        ) from None
+    if PEM_CERTIFICATE.encode() not in head:
+        raise VCenterConfigError(
+            f"{named}: ca_bundle {path!r} holds no '-----BEGIN CERTIFICATE-----' block: it must be a PEM "
+            "file of the appliance's CA certificates"
+        )
+    return path
+
+
+def _pem_text(value: Any, named: str) -> str:
+    """The connection extra ``ca_cert`` if it is PEM text of certificates. Its text is never quoted."""
+    text = value.strip() if isinstance(value, str) else ""
+    problem = "" if PEM_CERTIFICATE in text else "no '-----BEGIN CERTIFICATE-----' block"
+    if not problem:
+        try:
+            ssl.create_default_context(cadata=text)
+        except (ssl.SSLError, ValueError) as err:
+            problem = f"not readable as certificates ({type(err).__name__})"
+    if problem:
+        raise VCenterConfigError(
+            f"{named}: the extra 'ca_cert' must be the PEM text of the appliance's CA certificate(s) "
+            f"('-----BEGIN CERTIFICATE-----' ... '-----END CERTIFICATE-----'): {problem}"
+        )
+    return text + "\n"
+
+
+CaVersion = tuple[str | None, int, int, str | None]
+
+
+def trust_version(settings: ConnectionSettings) -> CaVersion:
+    """What the trust of ``settings`` is made of: the CA bundle's path with its file's version (a
+    replaced bundle, a renewed VMCA root, is a new setting) and a digest of the ``ca_cert`` text."""
+    digest = hashlib.sha256(settings.ca_cert.encode()).hexdigest() if settings.ca_cert else None
+    if isinstance(settings.verify, str):
+        stat = os.stat(settings.verify)
+        return (settings.verify, stat.st_mtime_ns, stat.st_size, digest)
+    return (None, 0, 0, digest)
+
+
+def tls_context(
+    settings: ConnectionSettings, *, check_hostname: bool = True, verify: bool = True
+) -> ssl.SSLContext:
+    """The one SSL context of a connection, for both clients: the system's CAs, or the ``ca_bundle``
+    file and/or the ``ca_cert`` text when set. ``verify=False``: one that verifies nothing (for
+    ``verify_ssl`` false, and for asking a port whether it speaks TLS at all)."""
+    if verify is False or settings.verify is False:
+        return _unverified_context()
+    return _verifying_context(trust_version(settings), settings.ca_cert, check_hostname)
+
+
+@functools.lru_cache(maxsize=32)
+def _verifying_context(version: CaVersion, ca_cert: str | None, check_hostname: bool) -> ssl.SSLContext:
+    """One context per trust setting per process: building one costs milliseconds."""
+    if version[0] is None and ca_cert is None:
+        ctx = ssl.create_default_context()
+    else:
+        ctx = ssl.create_default_context(cafile=version[0], cadata=ca_cert)
+    ctx.check_hostname = check_hostname
+    return ctx
+
+
+@functools.lru_cache(maxsize=1)
+def _unverified_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx

@@ -61,6 +61,13 @@ class AirflowApi:
         tries: list[dict[str, Any]] = self._get(path)["task_instances"]
         return tries
 
+    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+        """What "Mark as failed/success" in the UI does: PATCH the task instance's state."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        resp = self.http.patch(path, json={"new_state": state})
+        if resp.status_code >= 400:
+            raise RuntimeError(f"setting {task_id} {state}: HTTP {resp.status_code}: {resp.text[:500]}")
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
         return self._get(path)["value"]

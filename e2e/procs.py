@@ -89,6 +89,14 @@ class Service:
         self.proc.wait(timeout=10)
         return f"{how} (status {self.proc.returncode})"
 
+    def kill(self) -> str:
+        """SIGKILL the process group at once: no clean-up runs."""
+        if self.proc is None:
+            return "not started"
+        _signal_group(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        return f"killed (SIGKILL) (status {self.proc.returncode})"
+
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -5,6 +5,8 @@ AIRFLOW_HOME under .e2e/ (SQLite, LocalExecutor), then checks, through the publi
 
 * the example DAGs run by the scheduler: the gate in poke, reschedule and deferrable mode on a job that
   succeeds, on a job that FAILS and on a missing job id, and vcenter_backup_start_and_wait;
+* a deferred start-and-wait marked failed through the API: its backup is cancelled; and the triggerer
+  restarted mid-wait (SIGTERM, then SIGKILL): no cancel, the wait resumes, the run succeeds;
 * ``airflow connections test vcenter_backup_default`` (CLI) against the simulator;
 * the Connections UI in headless Chromium: the provider's form, Save, Test (success, then failure with a
   wrong password); screenshots in docs/screenshots/;
@@ -16,6 +18,7 @@ Prints a summary table; exits 0 only if every check passed. Logs: .e2e/logs/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -28,13 +31,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import deferred
 import procs
 from api import AirflowApi
 from extras import ensure_extras
 from procs import E2E_MARKER, E2EError, Registry, sweep, wait_for
 from report import Results
-from scenarios import Scenario, all_scenarios, check_all, trigger_all, wait_all
-from stack import ROOT, UI_USER, Stack
+from scenarios import ASSET_DAG, Scenario, all_scenarios, check_all, scheduled_wave, trigger_all, wait_all
+from stack import POKE_INTERVAL, ROOT, UI_USER, Stack
 
 from airflow_provider_backupjob.simulator.client import SimulatorClient
 
@@ -46,6 +50,8 @@ DAG_IDS = {
     "vcenter_backup_gate_reschedule",
     "vcenter_backup_gate_deferrable",
     "vcenter_backup_start_and_wait",
+    "vcenter_backup_tonight",
+    "vcenter_backup_asset",
 }
 HEALTHY = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 
@@ -199,11 +205,16 @@ def main() -> int:
         results.add(
             "Airflow up",
             "4 components healthy, DAGs on",
-            f"api-server :{stack.api_port}, scheduler, dag-processor, triggerer; 4 DAGs unpaused",
+            f"api-server :{stack.api_port}, scheduler, dag-processor, triggerer; "
+            f"{len(DAG_IDS)} DAGs unpaused",
             True,
             time.monotonic() - t0,
         )
 
+        # the asset watcher logs in once and holds its session: let it, before counting the CLI's
+        wait_for(
+            "the asset watcher's session", lambda: sim.stats()["open_sessions"] >= 1, 120, services=comps
+        )
         print("== airflow connections test (CLI)", flush=True)
         cli_connection_test(stack, sim, results)
 
@@ -212,10 +223,17 @@ def main() -> int:
             for wave in (1, 2):
                 print(f"== DAG runs, wave {wave}", flush=True)
                 run_wave(api, sim, stack, [sc for sc in scenarios if sc.wave == wave])
+            print("== wave 3: the backup schedule, tonight's gate, the asset watcher", flush=True)
+            scenarios.append(
+                scheduled_wave(api, sim, stack.airflow_services(), results.add, float(POKE_INTERVAL))
+            )
         finally:
             for sc in scenarios:
                 if sc.run_id:
                     results.add_scenario(sc)
+
+        print("== deferred start-and-wait: a user's kill, triggerer restarts (SIGTERM, SIGKILL)", flush=True)
+        deferred.run_all(api, sim, stack, results)
 
         no_state_mismatch(stack, results)
 
@@ -224,6 +242,11 @@ def main() -> int:
             ui_test(stack, api, results)
 
         print("== simulator sessions", flush=True)
+        # the asset watcher holds one session while it runs: pausing its DAG drops the watcher at
+        # the next parse, and the watcher logs out
+        api.http.patch(f"/api/v2/dags/{ASSET_DAG}", json={"is_paused": True}).raise_for_status()
+        with contextlib.suppress(E2EError):
+            wait_for("the watcher to log out", _no_open_sessions(sim), 120, interval=1)
         sessions_closed(sim, results)
     except (E2EError, KeyboardInterrupt) as err:
         print(f"\nE2E ABORTED: {err}", flush=True)

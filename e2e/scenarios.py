@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from api import AirflowApi
 from procs import E2EError, Service
 
@@ -192,3 +194,109 @@ def check_all(api: AirflowApi, sim: SimulatorClient, scenarios: list[Scenario]) 
             sc.job_id = str(job_id)
             if sim.job_state(sc.job_id) != "SUCCEEDED":
                 sc.problems.append(f"the simulator's job {job_id} is {sim.job_state(sc.job_id)}")
+
+
+# -- Wave 3: the simulator's backup schedule, the "tonight's backup" gate and the asset watcher ----------
+ASSET_DAG = "vcenter_backup_asset"
+TONIGHT_DAG = "vcenter_backup_tonight"
+# A SCHEDULED job every 20 s, 4 s long, three of them, the second FAILS: every job ends well before
+# the next starts, so each ends in its own watcher poll and its own asset event.
+SCHEDULE = {
+    "interval": 20.0,
+    "outcomes": ["SUCCEEDED", "FAILED", "SUCCEEDED"],
+    "run_seconds": 4.0,
+    "count": 3,
+}
+
+
+def tonight_scenario() -> Scenario:
+    return Scenario(
+        "tonight's backup: started_after gates on a SCHEDULED job",
+        TONIGHT_DAG,
+        "success",
+        {"wait_for_tonights_backup": "success", "patch_cluster": "success"},
+        log_has=("no SCHEDULED backup job started after", "Chose backup job", "(SCHEDULED, started"),
+        wave=3,
+    )
+
+
+def dag_runs(api: AirflowApi, dag_id: str) -> dict[str, dict[str, Any]]:
+    runs = api._get(f"/api/v2/dags/{dag_id}/dagRuns", limit=100)["dag_runs"]
+    return {r["dag_run_id"]: r for r in runs}
+
+
+def scheduled_wave(
+    api: AirflowApi, sim: SimulatorClient, services: tuple[Service, ...], add: Any, poll_interval: float
+) -> Scenario:
+    """Start the schedule; check the tonight gate chose a scheduled job, and that the asset DAG ran
+    once for each scheduled job that SUCCEEDED and not for the FAILED one. ``add`` records a check."""
+    from procs import wait_for
+
+    before_jobs = set(sim.list_jobs())
+    before_runs = set(dag_runs(api, ASSET_DAG))
+    tonight = tonight_scenario()
+    trigger_all(api, sim, [tonight])
+    task = next(iter(tonight.expect_tasks))
+
+    def poked_once() -> bool:  # the gate said it found nothing yet (or the run ended: checked below)
+        if api.run_state(TONIGHT_DAG, tonight.run_id) in TERMINAL:
+            return True
+        try:
+            return "no SCHEDULED backup job started after" in api.task_log(TONIGHT_DAG, tonight.run_id, task)
+        except httpx.HTTPError:  # no log yet
+            return False
+
+    wait_for("the gate's first poke", poked_once, 120, services=services, interval=1)
+    started = time.monotonic()
+    sim.set_schedule(first_in=1.0, **SCHEDULE)
+    wait_all(api, [tonight], timeout=180, services=services)
+    check_all(api, sim, [tonight])
+    chosen = api.xcom(TONIGHT_DAG, tonight.run_id, "wait_for_tonights_backup")
+    new_jobs = wait_for(
+        "the schedule's three jobs to end",
+        lambda: _ended_schedule(sim, before_jobs),
+        120,
+        services=services,
+        interval=1,
+    )
+    tonight.job_id = str(chosen.get("id"))
+    if chosen.get("type") != "SCHEDULED" or tonight.job_id not in new_jobs:
+        tonight.problems.append(f"the gate chose {chosen!r:.200}, not one of the scheduled jobs {new_jobs}")
+    succeeded = sorted(j for j, state in new_jobs.items() if state == "SUCCEEDED")
+    failed = sorted(j for j, state in new_jobs.items() if state == "FAILED")
+
+    def asset_runs_done() -> dict[str, dict[str, Any]] | None:
+        runs = {k: v for k, v in dag_runs(api, ASSET_DAG).items() if k not in before_runs}
+        done = len(runs) >= len(succeeded) and all(r["state"] in TERMINAL for r in runs.values())
+        return runs if done else None
+
+    with contextlib.suppress(E2EError):  # reported below with what there is
+        wait_for("the asset-triggered runs", asset_runs_done, 120, services=services, interval=1)
+    time.sleep(3 * poll_interval)  # a few more watcher polls: nothing more may fire
+    runs = {k: v for k, v in dag_runs(api, ASSET_DAG).items() if k not in before_runs}
+    fired: list[str] = []
+    for run_id, run in sorted(runs.items()):
+        if run["state"] == "success":
+            fired += [str(j) for j in api.xcom(ASSET_DAG, run_id, "patch_after_backup") or []]
+    types = sorted({str(r.get("run_type")) for r in runs.values()})
+    ok = (
+        sorted(fired) == succeeded
+        and len(runs) == len(succeeded)
+        and all(r["state"] == "success" for r in runs.values())
+    )
+    add(
+        "asset watcher: one run per scheduled job that SUCCEEDED",
+        f"{len(succeeded)} runs for {', '.join(succeeded)}; none for FAILED {', '.join(failed)}",
+        f"{len(runs)} runs ({', '.join(types) or 'none'}; {[r['state'] for r in runs.values()]}) "
+        f"for {', '.join(fired) or 'no job'}",
+        ok and not set(fired) & set(failed),
+        time.monotonic() - started,
+    )
+    return tonight
+
+
+def _ended_schedule(sim: SimulatorClient, before: set[str]) -> dict[str, str] | None:
+    info = sim.schedule_info() or {}
+    jobs = {j: sim.job_state(j) or "?" for j in sim.list_jobs() if j not in before}
+    done = all(state in ("SUCCEEDED", "FAILED") for state in jobs.values())
+    return jobs if info.get("made") == SCHEDULE["count"] == len(jobs) and done else None

@@ -126,6 +126,9 @@ class Stack:
             AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="0.5",
             AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
             AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
+            # A SIGKILLed triggerer's triggers go to another one once its heartbeat is this old
+            # (default 30 s): the restart scenarios (deferred.py) wait for it.
+            AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD="10",
             # A task supervisor notices its task's exit up to this many seconds late (default 5). A late
             # exit event of a deferred task, seen after its trigger already fired and the task was queued
             # again, makes the scheduler fail it ("state changed externally"; apache/airflow#67287).
@@ -201,6 +204,14 @@ class Stack:
             if name == "api-server":
                 cmd += ["--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1"]
             self.services.append(Service(name, cmd, env, self.logs, ROOT).start())
+
+    def restart(self, name: str, sig: signal.Signals) -> str:
+        """Stop the service ``name`` with ``sig`` (SIGTERM: it may exit cleanly; SIGKILL: not), then
+        start it again from the same command; says how the old process ended."""
+        old = self.service(name)
+        how = old.kill() if sig is signal.SIGKILL else old.stop(grace=60)
+        self.services[self.services.index(old)] = Service(name, old.cmd, old.env, self.logs, ROOT).start()
+        return how
 
     def airflow_services(self) -> tuple[Service, ...]:
         return tuple(s for s in self.services if s.name in COMPONENTS)

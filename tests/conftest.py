@@ -12,25 +12,22 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(_HOME, "dags")
 os.environ.pop("AIRFLOW_CONN_VCENTER_BACKUP_DEFAULT", None)
 
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
 from airflow_provider_backupjob.exceptions import VCenterError  # noqa: E402
-from airflow_provider_backupjob.simulator import ADMIN_USER, DEFAULT_PASSWORD, Simulator  # noqa: E402
+from airflow_provider_backupjob.simulator import DEFAULT_PASSWORD, Simulator  # noqa: E402
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger  # noqa: E402
-
-Connect = Callable[..., str]
-
-# Secrets in play in the running test: every password a connection was given, every session
-# token a simulator issued. The autouse fixture below fails a test where any of them shows up.
-SECRETS: set[str] = set()
-_SIMULATORS: list[Simulator] = []
-
-
-def register_secret(*values: str | None) -> None:
-    SECRETS.update(v for v in values if v)
+from tests.helpers import (  # noqa: E402  (also registers and loads the hypothesis profiles)
+    SECRETS,
+    SIMULATORS,
+    Connect,
+    connection_uri_json,
+    register_secret,
+    track_simulator,
+)
 
 
 def _connection_secrets() -> set[str]:
@@ -39,7 +36,9 @@ def _connection_secrets() -> set[str]:
         if key.startswith("AIRFLOW_CONN_") and value.startswith("{"):
             conn = json.loads(value)
             extra = conn.get("extra") or {}
-            found.update(v for v in (conn.get("password"), extra.get("backup_password")) if v)
+            found.update(
+                v for v in (conn.get("password"), extra.get("backup_password"), extra.get("ca_cert")) if v
+            )
     return found
 
 
@@ -54,7 +53,7 @@ def no_secret_leaks(
     and trigger kwargs as they are serialized. Operator XCom is checked in the operator tests.
     """
     SECRETS.clear()
-    _SIMULATORS.clear()
+    SIMULATORS.clear()
     register_secret(DEFAULT_PASSWORD)
     texts: list[str] = []
     capture = request.getfixturevalue("capfd" if "capfd" in request.fixturenames else "capsys")
@@ -86,7 +85,7 @@ def no_secret_leaks(
     readouterr()
     texts.append(caplog.text)
     secrets = SECRETS | _connection_secrets()
-    for simulator in _SIMULATORS:
+    for simulator in SIMULATORS:
         secrets.update(simulator.state.issued_tokens)
     leaked = sorted({f"{s[:2]}...({len(s)} chars)" for s in secrets for t in texts if s in t})
     if leaked:
@@ -96,23 +95,7 @@ def no_secret_leaks(
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
     with Simulator() as simulator:
-        _SIMULATORS.append(simulator)
-        yield simulator
-
-
-def connection_uri_json(
-    host: str, port: int, *, login: str = ADMIN_USER, password: str = DEFAULT_PASSWORD, **extra: Any
-) -> str:
-    return json.dumps(
-        {
-            "conn_type": "vcenter_backup",
-            "host": host,
-            "port": port,
-            "login": login,
-            "password": password,
-            "extra": extra,
-        }
-    )
+        yield track_simulator(simulator)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ The truth is the simulator's own record of the job (``sim.job_state``) and the f
 - AirflowFailException: the job FAILED; or it does not exist (it was removed mid-wait, or a 404 was
   injected); or vCenter refused the session twice in a row (two ``expire_session`` faults on one call);
 - AirflowException: a malformed JSON answer was injected; or an outage (502/503/504, dropped or reset
-  connections, answers slower than the request timeout) outlasted ``max_outage``;
+  connections, answers slower than the request timeout) outlasted ``max_outage`` (in poke and
+  deferrable mode: a rescheduled sensor measures no outage across pokes);
 - AirflowSensorTimeout: only for a job that never ends (its wait has a short timeout).
 
 And after every wait (every batch of concurrent triggers) no session is left open on the appliance.
@@ -40,12 +41,12 @@ from airflow.sdk.exceptions import (
     AirflowSensorTimeout,
 )
 
+from airflow_provider_backupjob.outcome import event_outcome
 from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import FAULT_KINDS, Simulator
 from airflow_provider_backupjob.simulator.faults import Fault
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
-from airflow_provider_backupjob.waiting import event_outcome
-from tests.conftest import Connect
+from tests.helpers import Connect
 
 try:
     from airflow.sdk._shared.secrets_masker import reset_secrets_masker
@@ -517,14 +518,25 @@ def test_each_fault_kind_mid_wait(sim: Simulator, spy: RequestSpy, mode: str, ki
         assert (stats["logins"], stats["expired_sessions"]) == (2, 1)  # renewed once, then reused
 
 
-@pytest.mark.parametrize(("failures", "max_outage", "expected"), [(6, 10.0, "success"), (1000, 0.3, "error")])
-@pytest.mark.parametrize("mode", MODES)
+OUTAGE_CASES = [
+    (mode, failures, max_outage, expected)
+    for mode in MODES
+    for failures, max_outage, expected in ((6, 10.0, "success"), (1000, 0.3, "error"))
+    # a rescheduled sensor keeps no outage clock between pokes: a long outage ends at its timeout
+    if (mode, expected) != ("reschedule", "error")
+] + [("reschedule", 100_000, 0.3, "timeout")]
+
+
+@pytest.mark.parametrize(("mode", "failures", "max_outage", "expected"), OUTAGE_CASES)
 @pytest.mark.usefixtures("conns")
 def test_an_outage_is_ridden_out_up_to_max_outage(
     sim: Simulator, spy: RequestSpy, mode: str, failures: int, max_outage: float, expected: str
 ) -> None:
-    """Six 503s in a row outlast one poll's retries (3 attempts) but not max_outage; a thousand do."""
-    plan = Plan(mode, 0, "succeeds", 0, 2, None, "vc_api", max_outage=max_outage)
+    """Six 503s in a row outlast one poll's retries (3 attempts) but not max_outage; a thousand do,
+    except in reschedule mode, where each poke gives up within its interval and the sensor's timeout
+    ends an outage."""
+    kind = "endless" if expected == "timeout" else "succeeds"  # an endless plan's wait is short
+    plan = Plan(mode, 0, kind, 0, 2, None, "vc_api", max_outage=max_outage)
     job = add_job(sim, spy, plan)
     spy.at_poll(job, 1, lambda: sim.inject("http_503_html", path_contains=job, times=failures))
     if mode == "deferrable":
@@ -533,9 +545,11 @@ def test_an_outage_is_ridden_out_up_to_max_outage(
         verdict = (wait_poke if mode == "poke" else wait_reschedule)(plan, job)
     assert verdict.kind == expected, verdict
     label = judge(plan, job, verdict, spy.faults[job], sim.job_state(job), False)
-    assert label == ("success" if expected == "success" else "outage > max_outage=0.3")
+    assert label == {"success": "success", "error": "outage > max_outage=0.3", "timeout": "timeout"}[expected]
     if expected == "error":
         assert f"longer than max_outage ({max_outage:g} s)" in verdict.detail
+    elif expected == "timeout":
+        assert verdict.pokes > 1 and len(spy.faults[job]) >= verdict.pokes - 1  # each poke met the outage
     else:
         assert len(spy.faults[job]) == failures
     assert settled_stats(sim)["open_sessions"] == 0

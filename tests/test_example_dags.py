@@ -79,10 +79,12 @@ def test_example_dags_parse_without_errors(airflow_env: tuple[dict[str, str], Si
     assert result == {
         "errors": {},
         "dags": [
+            "vcenter_backup_asset",
             "vcenter_backup_gate",
             "vcenter_backup_gate_deferrable",
             "vcenter_backup_gate_reschedule",
             "vcenter_backup_start_and_wait",
+            "vcenter_backup_tonight",
         ],
     }
 
@@ -136,3 +138,81 @@ def test_start_and_wait_example(airflow_env: tuple[dict[str, str], Simulator]) -
     for secret in ("target-pw-0451", "Backup-pw-0451", DEFAULT_PASSWORD):
         assert secret not in out
     assert sim.stats()["open_sessions"] == 0
+
+
+def test_tonights_backup_waits_for_the_next_scheduled_job(
+    airflow_env: tuple[dict[str, str], Simulator],
+) -> None:
+    env, sim = airflow_env
+    sim.add_job(job_type="SCHEDULED", started_ago=3600, inprogress_polls=0)  # last night's: too early
+    sim.add_job(inprogress_polls=0)  # a manual one: not the scheduled backup
+    sim.set_schedule(3, run_seconds=0.5, first_in=4)  # tonight's starts after the run does
+    try:
+        code, out = dags_test(env, "vcenter_backup_tonight")
+    finally:
+        sim.set_schedule(None)
+    assert code == 0, out[-3000:]
+    chosen = [line for line in out.splitlines() if "Chose backup job" in line]
+    assert chosen and "(SCHEDULED, started" in chosen[0]
+    job_id = chosen[0].split("Chose backup job ", 1)[1].split()[0]
+    assert f"SCHEDULED backup job {job_id} SUCCEEDED" in out and "patching can start" in out
+    assert sim.stats()["open_sessions"] == 0
+
+
+def readme_recipes() -> dict[str, str]:
+    """The complete DAGs of the README's recipe sections, by heading."""
+    text = (ROOT / "README.md").read_text()
+    found = {}
+    for section in text.split("\n## ")[1:]:
+        heading, _, body = section.partition("\n")
+        if heading.startswith("Recipe:"):
+            found[heading] = body.split("```python\n", 1)[1].split("\n```", 1)[0]
+    return found
+
+
+def test_readme_recipes_are_complete_dags(
+    airflow_env: tuple[dict[str, str], Simulator], tmp_path: Path
+) -> None:
+    env, _ = airflow_env
+    recipes = readme_recipes()
+    assert len(recipes) == 2 and next(iter(recipes)).startswith("Recipe: wait for tonight")
+    for i, source in enumerate(recipes.values()):
+        (tmp_path / f"recipe_{i}.py").write_text(source)
+    code = (
+        "import json; from airflow.dag_processing.dagbag import DagBag; "
+        f"bag = DagBag(dag_folder={str(tmp_path)!r}); "
+        "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()}, "
+        "'dags': sorted(bag.dag_ids)}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"errors": {}, "dags": ["patch_after_each_backup", "tonights_backup"]}
+
+
+def test_asset_dag_reads_which_backup_succeeded_from_the_asset_event(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location(
+        "vcenter_backup_asset", ROOT / "example_dags/vcenter_backup_asset.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (watcher,) = module.vcenter_backup.watchers
+    assert watcher.trigger.serialize()[1]["states"] == ["SUCCEEDED"]
+    payload = {
+        "id": "20261201-220000-1",
+        "type": "SCHEDULED",
+        "state": "SUCCEEDED",
+        "end_time": "2026-12-01T22:05:00",
+    }
+    events = {module.vcenter_backup: [SimpleNamespace(extra={"from_trigger": True, "payload": payload})]}
+    task_function = module.patch_after_backup.function  # what the task runs, undecorated
+    assert task_function(triggering_asset_events=events) == ["20261201-220000-1"]
+    assert "backup job 20261201-220000-1 (SCHEDULED) SUCCEEDED" in capsys.readouterr().out

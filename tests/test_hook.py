@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import Any
 
@@ -12,16 +13,14 @@ from airflow_provider_backupjob.exceptions import (
     UnexpectedResponseError,
     VCenterApiError,
     VCenterAuthError,
+    VCenterConfigError,
     VCenterUnavailableError,
 )
 from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
 from airflow_provider_backupjob.models import BackupJobState
 from airflow_provider_backupjob.protocol import Dialect
-from airflow_provider_backupjob.retry import RetryPolicy
 from airflow_provider_backupjob.simulator import DEFAULT_PASSWORD, READONLY_USER, Simulator
-from tests.conftest import Connect
-
-FAST = RetryPolicy(attempts=3, max_seconds=5, initial_wait=0.01, max_wait=0.05)
+from tests.helpers import FAST, FLAVOURS, Connect, call_hook
 
 
 def hook(conn_id: str = "vcenter_backup_default") -> BackupJobHook:
@@ -273,3 +272,175 @@ def test_async_hook_lists_jobs_and_logs_out(sim: Simulator, connect: Connect) ->
 
     assert asyncio.run(main()) == [job]
     assert sim.stats()["logins"] == sim.stats()["logouts"] == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Both hooks, one behaviour: the transport core
+# --------------------------------------------------------------------------------------------------
+def send_counter(mocker: Any, flavour: str) -> Any:
+    """A spy on the one method of either hook that sends one request (class level: fresh hooks)."""
+    from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
+
+    return mocker.spy(BackupJobHook if flavour == "sync" else AsyncBackupJobHook, "_send_once")
+
+
+@FLAVOURS
+def test_start_backup_takes_the_request_or_its_fields(sim: Simulator, connect: Connect, flavour: str) -> None:
+    from airflow_provider_backupjob.models import BackupRequest
+
+    sim.set_start_script(inprogress_polls=0)
+    connect()
+    started = call_hook(flavour, "start_backup", parts=["common"], location="nfs://filer/backups")
+    assert started.id in call_hook(flavour, "list_jobs")
+    (sent,) = sim.stats()["started_requests"]
+    assert (sent["parts"], sent["location_type"], sent["location"]) == (
+        ["common"],
+        "NFS",
+        "nfs://filer/backups",
+    )
+    request = BackupRequest(parts=["seat"], location_type="SFTP", location="sftp://h/b")
+    with pytest.raises(ValueError, match="either a BackupRequest or its fields"):
+        call_hook(flavour, "start_backup", request, comment="both")
+    with pytest.raises(ValueError, match="unknown backup request field"):
+        call_hook(flavour, "start_backup", parts=["common"], location="nfs://f/b", where="here")
+    assert len(sim.stats()["started_requests"]) == 1  # the refused calls sent no start
+
+
+@FLAVOURS
+def test_each_retry_is_logged_with_its_attempt_and_wait(
+    sim: Simulator, connect: Connect, flavour: str, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    job = sim.add_job(inprogress_polls=0)
+    connect()
+    sim.inject("http_503_html", path_contains="/backup/job/", times=2)
+    caplog.set_level("WARNING")
+    assert call_hook(flavour, "get_job", job).succeeded
+    logged = capsys.readouterr().out + caplog.text
+    for attempt in (1, 2):
+        assert re.search(
+            rf"127\.0\.0\.1:{sim.port}: .*HTTP 503.*\(attempt {attempt}\); retrying in \d", logged
+        )
+    assert "(attempt 3)" not in logged
+
+
+@FLAVOURS
+def test_the_session_token_is_masked_in_logs(
+    sim: Simulator, connect: Connect, flavour: str, mocker: Any
+) -> None:
+    from airflow.sdk.log import redact
+
+    connect()
+    call_hook(flavour, "list_jobs")
+    (token,) = sim.state.issued_tokens
+    assert redact(token) != token and token not in str(redact(f"session {token}"))
+
+
+@FLAVOURS
+def test_errors_carry_their_context_once(sim: Simulator, connect: Connect, flavour: str) -> None:
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    from airflow_provider_backupjob.outage import OutageTracker
+    from airflow_provider_backupjob.outcome import job_outcome
+
+    host = f"127.0.0.1:{sim.port}"
+    connect()
+    missing = "20990101-000000-1"
+    with pytest.raises(BackupJobNotFound) as not_found:
+        call_hook(flavour, "get_job", missing)
+    with pytest.raises(AirflowFailException) as failed:
+        job_outcome(missing, not_found.value)
+    assert str(failed.value).count("does not exist") == 1 and str(failed.value).count(host) == 1
+    ours = str(not_found.value).split(": vCenter says: ")[0]  # what follows is vCenter's own words
+    assert ours.count(host) == 1 and ours.count(missing) == 1 and ours.count("does not exist") == 1
+
+    port = free_port()
+    connect(port=port)
+    with pytest.raises(VCenterUnavailableError) as down:
+        call_hook(flavour, "get_job", missing)
+    with pytest.raises(VCenterUnavailableError) as outage:
+        OutageTracker(max_outage=0).failed(down.value)
+    with pytest.raises(AirflowException) as gave_up:
+        job_outcome(missing, outage.value)
+    for err in (down.value, outage.value, gave_up.value):
+        assert str(err).count(f"127.0.0.1:{port}") == 1, str(err)
+        assert str(err).count(missing) <= 1, str(err)
+
+
+# --------------------------------------------------------------------------------------------------
+# Misconfiguration fails fast, with the fix in the message, in both hooks
+# --------------------------------------------------------------------------------------------------
+@FLAVOURS
+def test_a_host_name_that_does_not_resolve_fails_fast(
+    monkeypatch: pytest.MonkeyPatch, flavour: str, mocker: Any
+) -> None:
+    from tests.helpers import connection_uri_json
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VCENTER_BACKUP_DEFAULT", connection_uri_json("http://vcsa.no-such-name.invalid", 443)
+    )
+    sends = send_counter(mocker, flavour)
+    with pytest.raises(VCenterConfigError) as info:
+        call_hook(flavour, "list_jobs")
+    message = str(info.value)
+    assert (
+        "'vcsa.no-such-name.invalid' does not resolve" in message and "check the connection's host" in message
+    )
+    assert sends.call_count == 1  # not retried: a name that does not exist will not start to
+
+
+@FLAVOURS
+def test_a_temporary_resolver_failure_is_retried(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch, flavour: str, mocker: Any
+) -> None:
+    """EAI_AGAIN (the resolver did not answer) may pass: an outage. No socket makes it: a mock."""
+    from tests.helpers import connection_uri_json
+
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("vcsa.flaky.test", b"vcsa.flaky.test"):  # anyio passes the name idna-encoded
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VCENTER_BACKUP_DEFAULT", connection_uri_json("http://vcsa.flaky.test", sim.port)
+    )
+    sends = send_counter(mocker, flavour)
+    with pytest.raises(VCenterUnavailableError, match="Temporary failure in name resolution"):
+        call_hook(flavour, "list_jobs")
+    assert sends.call_count == FAST.attempts
+
+
+@FLAVOURS
+def test_api_style_api_on_an_appliance_without_api_says_auto_or_rest(
+    sim: Simulator, connect: Connect, flavour: str
+) -> None:
+    from airflow_provider_backupjob.outcome import job_outcome
+
+    sim.set_api_enabled(False)
+    connect(api_style="api")
+    with pytest.raises(
+        VCenterConfigError, match="set the connection extra api_style to auto or rest"
+    ) as info:
+        call_hook(flavour, "list_jobs")
+    assert "HTTP 404" in str(info.value)
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException):  # the task fails without retries
+        job_outcome("j", info.value)
+    assert sim.stats()["requests_by_dialect"].get("rest", 0) == 0
+
+
+@FLAVOURS
+def test_a_dropped_first_request_over_plain_http_stays_an_outage(
+    sim: Simulator, connect: Connect, flavour: str
+) -> None:
+    """The port speaks HTTP (the handshake probe finds no TLS): a connection closed without an answer
+    on the very first request is an outage, retried, not an https:// hint."""
+    connect()
+    sim.inject("drop", path_contains="/session", times=10)
+    with pytest.raises(VCenterUnavailableError, match="failed during the request to log in") as info:
+        call_hook(flavour, "list_jobs")
+    assert "https" not in str(info.value)
+    assert sim.stats()["faults_injected"] == FAST.attempts

@@ -15,7 +15,7 @@ from airflow.sdk.execution_time.timeout import timeout as task_timeout
 from airflow_provider_backupjob.operators.backup_job import StartBackupJobOperator, VCenterApplianceLink
 from airflow_provider_backupjob.simulator import Simulator
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
-from tests.conftest import Connect
+from tests.helpers import Connect
 
 TARGET_PASSWORD = "target-Secret-41"
 BACKUP_PASSWORD = "Backup-Secret-42"
@@ -222,3 +222,66 @@ def test_location_type_from_url_and_validation() -> None:
         operator(location="gopher://x/y").backup_request()
     with pytest.raises(ValueError, match="8 to 20 characters"):
         operator(backup_password="short").backup_request()
+
+
+@pytest.mark.parametrize(
+    ("location", "location_type", "hint"),
+    [
+        ("backup.example.com/vcsa", None, "'sftp://backup.example.com/vcsa'"),
+        ("/srv/backups/vcsa", "NFS", "'nfs://srv/backups/vcsa'"),
+        ("filer:/export/vcsa", "SMB", "'smb://filer:/export/vcsa'"),
+    ],
+)
+def test_location_without_a_scheme_fails_fast_with_the_fix(
+    sim: Simulator, connect: Connect, location: str, location_type: str | None, hint: str
+) -> None:
+    connect()
+    with pytest.raises(AirflowFailException, match="has no scheme") as info:
+        operator(location=location, location_type=location_type).execute({"ti": TaskInstance()})
+    assert hint in str(info.value) and "as a URL" in str(info.value)
+    assert sim.stats()["requests"] == 0  # nothing sent, not even a login
+
+
+def test_wait_timeout_comes_before_a_longer_outage_and_cancels(sim: Simulator, connect: Connect) -> None:
+    sim.set_start_script(inprogress_polls=100_000)
+    connect()
+    ti = TaskInstance()
+    sim.inject("http_503_html", method="GET", path_contains="/backup/job/", times=100_000)
+    with pytest.raises(AirflowFailException, match="while vCenter was unreachable.*it was cancelled"):
+        operator(timeout=timedelta(seconds=0.4), max_outage=timedelta(minutes=10)).execute({"ti": ti})
+    assert sim.stats()["cancels"] == 1 and sim.job_state(ti.xcom["job_id"]) == "FAILED"
+    assert_no_session_left(sim)
+
+
+def test_outage_longer_than_max_outage_fails_the_wait_with_retries(sim: Simulator, connect: Connect) -> None:
+    sim.set_start_script(inprogress_polls=100_000)
+    connect()
+    sim.inject("http_503_html", method="GET", path_contains="/backup/job/", times=100_000)
+    with pytest.raises(AirflowException, match="longer than max_outage") as info:
+        operator(max_outage=0.3).execute({"ti": TaskInstance()})
+    assert not isinstance(info.value, AirflowFailException)
+    assert_no_session_left(sim)
+
+
+def test_deferred_trigger_owns_the_job_and_waits_to_the_deadline(sim: Simulator, connect: Connect) -> None:
+    sim.set_start_script(inprogress_polls=100_000)
+    connect()
+    ti = TaskInstance()
+    with pytest.raises(TaskDeferred) as info:
+        operator(deferrable=True, timeout=timedelta(minutes=5)).execute({"ti": ti})
+    _, kwargs = info.value.trigger.serialize()
+    assert kwargs["cancel_on_kill"] is True and kwargs["job_id"] == ti.xcom["job_id"]
+    assert 0 < kwargs["deadline"] - time.time() <= 300
+    assert info.value.timeout is not None and info.value.timeout.total_seconds() > 300  # ours first
+    assert sim.stats()["cancels"] == 0
+    assert_no_session_left(sim)
+
+
+def test_timeout_event_during_an_outage_cancels_and_says_so(sim: Simulator, connect: Connect) -> None:
+    job = sim.add_job(inprogress_polls=100_000)
+    connect()
+    event = {"status": "timeout", "job_id": job, "message": "timed out ... while vCenter was unreachable"}
+    with pytest.raises(AirflowFailException, match="while vCenter was unreachable; it was cancelled"):
+        operator(deferrable=True).execute_complete({}, event)
+    assert sim.stats()["cancels"] == 1 and sim.job_state(job) == "FAILED"
+    assert_no_session_left(sim)

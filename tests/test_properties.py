@@ -4,6 +4,10 @@ Whatever vCenter answers (any status code, any body, either dialect), parsing yi
 ``BackupJobStatus`` or one of this provider's errors, never a stray KeyError or TypeError; only a 2xx
 body that says SUCCEEDED reads as success, and only that makes a wait done. Whatever text a job id is,
 it is refused before any request or stays one path segment under ``.../recovery/backup/job/``.
+Every decoder of outside data is total: any JSON value gives a typed result or a ``VCenterError``.
+
+The examples come from the hypothesis profile tests/helpers.py loads: "ci" (derandomized, the same
+on every run) unless ``make fuzz`` asks for "fuzz" (many more, from a fresh seed).
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import functools
 import json
 import posixpath
+import re
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import unquote
 
@@ -19,7 +25,7 @@ import httpx
 import pytest
 import requests
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from airflow_provider_backupjob import protocol
@@ -27,23 +33,31 @@ from airflow_provider_backupjob.exceptions import (
     BackupJobNotFound,
     VCenterApiError,
     VCenterAuthError,
+    VCenterConfigError,
     VCenterError,
+    VCenterUnavailableError,
     error_from_event,
 )
-from airflow_provider_backupjob.models import BackupJobState, BackupJobStatus
+from airflow_provider_backupjob.models import (
+    BackupJobState,
+    BackupJobStatus,
+    CancelResult,
+    LocalizableMessage,
+)
+from airflow_provider_backupjob.outcome import event_outcome, job_outcome
 from airflow_provider_backupjob.protocol import Dialect, HttpRequest, HttpResponse, VCenterSession
+from airflow_provider_backupjob.retry import RetryPolicy
 from airflow_provider_backupjob.simulator import DEFAULT_PASSWORD
-from airflow_provider_backupjob.waiting import event_outcome, job_outcome
 
 JOB = "20170717-132629-5318154"
 START = "2017-07-17T13:26:29.651Z"
-OUR_ERRORS = (VCenterApiError, BackupJobNotFound, VCenterAuthError)
+# VCenterConfigError: a 404 to a login on /api with api_style "api" (set it to auto or rest)
+OUR_ERRORS = (VCenterApiError, BackupJobNotFound, VCenterAuthError, VCenterConfigError)
 SESSION_TARGETS = {"/api/session", "/rest/com/vmware/cis/session"}
 JOB_PREFIX = {
     Dialect.API: "/api/appliance/recovery/backup/job/",
     Dialect.REST: "/rest/appliance/recovery/backup/job/",
 }
-FAST = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,7 +215,7 @@ def check_error(err: VCenterError, job_id: str) -> None:
     assert type(rebuilt) is type(err) and str(rebuilt) == str(err)
     # and an error never lets a wait succeed (nor keep waiting)
     with pytest.raises(AirflowException):
-        job_outcome(job_id, None, err)
+        job_outcome(job_id, err)
 
 
 def check_status(status: BackupJobStatus, dialect: Dialect, resp: HttpResponse, job_id: str) -> None:
@@ -210,13 +224,13 @@ def check_status(status: BackupJobStatus, dialect: Dialect, resp: HttpResponse, 
     assert status.succeeded == says_succeeded(dialect, resp)
     if status.id != job_id:  # another job's status: never an outcome of this one
         with pytest.raises(AirflowException) as raised:
-            job_outcome(job_id, status, None)
+            job_outcome(job_id, status)
         assert not isinstance(raised.value, AirflowFailException)
     elif status.state is BackupJobState.FAILED:
         with pytest.raises(AirflowFailException):
-            job_outcome(job_id, status, None)
+            job_outcome(job_id, status)
     else:
-        outcome = job_outcome(job_id, status, None)
+        outcome = job_outcome(job_id, status)
         assert outcome.is_done == status.succeeded
         if outcome.is_done:
             assert outcome.xcom_value == status.to_dict()
@@ -245,13 +259,11 @@ def parse(dialect: Dialect, resp: HttpResponse, job_id: str = JOB) -> BackupJobS
 # --------------------------------------------------------------------------------------------------
 # Parsing
 # --------------------------------------------------------------------------------------------------
-@FAST
 @given(data=st.data(), dialect=dialects)
 def test_any_answer_parses_to_a_status_or_our_error(data: st.DataObject, dialect: Dialect) -> None:
     parse(dialect, data.draw(responses(dialect)))
 
 
-@FAST
 @given(body=valid_statuses, dialect=dialects, status=st.sampled_from([200, 201]))
 def test_a_well_formed_status_always_parses(body: dict[str, Any], dialect: Dialect, status: int) -> None:
     wrapped = {"value": body} if dialect is Dialect.REST else body
@@ -263,7 +275,6 @@ def test_a_well_formed_status_always_parses(body: dict[str, Any], dialect: Diale
     assert BackupJobStatus.from_dict(json.loads(json.dumps(result.to_dict()))) == result
 
 
-@FAST
 @given(body=mutated_statuses(), dialect=dialects, status=st.sampled_from([200, 201, 204]))
 def test_a_mutated_status_succeeds_only_if_it_says_succeeded(
     body: Any, dialect: Dialect, status: int
@@ -272,7 +283,6 @@ def test_a_mutated_status_succeeds_only_if_it_says_succeeded(
     parse(dialect, HttpResponse(status, json.dumps(wrapped).encode(), "application/json"))
 
 
-@FAST
 @given(
     body=valid_statuses, dialect=dialects, status=st.integers(100, 599).filter(lambda s: not 200 <= s < 300)
 )
@@ -305,7 +315,6 @@ def login_ok(req: HttpRequest) -> HttpResponse:
     return HttpResponse(200, b'{"value": "token-0123456789"}', "application/json")
 
 
-@FAST
 @given(data=st.data(), style=st.sampled_from(["api", "rest", "auto"]))
 def test_get_job_through_the_session_yields_a_status_or_our_error(data: st.DataObject, style: str) -> None:
     session = VCenterSession(username="u", password="p4ssword", api_style=style)
@@ -330,7 +339,6 @@ def test_get_job_through_the_session_yields_a_status_or_our_error(data: st.DataO
     assert all(r.headers.get(protocol.SESSION_HEADER) == "token-0123456789" for r in gets)
 
 
-@FAST
 @given(data=st.data(), style=st.sampled_from(["api", "rest", "auto"]))
 def test_any_login_answer_opens_a_session_or_raises_our_error(data: st.DataObject, style: str) -> None:
     session = VCenterSession(username="u", password="p4ssword", api_style=style)
@@ -341,7 +349,7 @@ def test_any_login_answer_opens_a_session_or_raises_our_error(data: st.DataObjec
     except VCenterError as err:  # anything else fails the test
         error = err
     if error is not None:
-        assert isinstance(error, (VCenterApiError, VCenterAuthError)), type(error)
+        assert isinstance(error, (VCenterApiError, VCenterAuthError, VCenterConfigError)), type(error)
         assert not session.is_open
         assert "p4ssword" not in str(error)
     else:
@@ -368,7 +376,6 @@ def events(draw: st.DrawFn) -> Any:
     return draw(json_values)
 
 
-@FAST
 @given(event=events())
 def test_only_a_well_formed_success_event_succeeds(event: Any) -> None:
     try:
@@ -381,10 +388,111 @@ def test_only_a_well_formed_success_event_succeeds(event: Any) -> None:
     assert status.succeeded and status.id == JOB and outcome.xcom_value == status.to_dict()
 
 
-@FAST
 @given(payload=json_values)
+@example(payload={"kind": []})  # was a TypeError (unhashable), found by a derandomized run
+@example(payload={"kind": "BackupJobNotFound", "host": ["h"], "job_id": {}, "status_code": True})
 def test_any_error_payload_rebuilds_to_our_error(payload: Any) -> None:
-    assert isinstance(error_from_event(payload), VCenterError)
+    rebuilt = error_from_event(payload)
+    assert isinstance(rebuilt, VCenterError)
+    assert rebuilt.host is None or isinstance(rebuilt.host, str)
+    assert rebuilt.job_id is None or isinstance(rebuilt.job_id, str)
+    assert all(isinstance(m, str) for m in rebuilt.vcenter_messages)
+
+
+# --------------------------------------------------------------------------------------------------
+# Every decoder of outside data is total: any JSON value, a typed result or one of our errors
+# --------------------------------------------------------------------------------------------------
+FIELD_NAMES = ["id", "state", "progress", "messages", "start_time", "end_time", "default_message", "args"]
+FIELD_NAMES += ["status", "value", "type", "error_type", "kind", "detail", "host", "job_id", "job", "error"]
+
+
+def json_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Arrays and objects of ``inner``; objects often keyed by the names our decoders read."""
+    keys = st.sampled_from(FIELD_NAMES) | texts(max_size=10)
+    return st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=6)
+
+
+any_json = st.recursive(
+    scalars | st.sampled_from([*STATES, "OK", "FAIL", START, "not_found", "FEATURE_IN_USE"]),
+    json_containers,
+    max_leaves=30,
+)
+MODEL_DECODERS = {
+    "BackupJobStatus.from_json": (BackupJobStatus.from_json, BackupJobStatus),
+    "BackupJobStatus.from_dict": (BackupJobStatus.from_dict, BackupJobStatus),
+    "CancelResult.from_json": (CancelResult.from_json, CancelResult),
+    "LocalizableMessage.from_json": (LocalizableMessage.from_json, LocalizableMessage),
+}
+RESPONSE_PARSERS: dict[str, tuple[Any, Any]] = {
+    "parse_job": (protocol.parse_job, BackupJobStatus),
+    "parse_cancel": (protocol.parse_cancel, CancelResult),
+    "parse_job_ids": (protocol.parse_job_ids, list),
+    "parse_parts": (protocol.parse_parts, list),
+    "parse_login": (protocol.parse_login, str),
+    "unwrap": (lambda dialect, req, resp: protocol.unwrap(dialect, resp), object),
+}
+
+
+def decoded(name: str, decode: Any, *args: Any) -> Any:
+    """``decode(*args)``, or the VCenterError it raised; any other exception fails the test."""
+    try:
+        result = decode(*args)
+    except VCenterError as err:
+        event(f"{name}: {type(err).__name__}")
+        return err
+    event(f"{name}: decoded")
+    return result
+
+
+def json_body(value: Any) -> bytes:
+    return json.dumps(value).encode()  # NaN and Infinity included, as Python's json reads them
+
+
+@given(value=any_json, name=st.sampled_from(sorted(MODEL_DECODERS)))
+@example(
+    value={"id": "j", "state": "NONE", "progress": 0, "messages": [], "start_time": "2017-02-30"},
+    name="BackupJobStatus.from_dict",
+)
+@example(
+    value={"status": "OK", "messages": [{"id": "i", "default_message": "m", "args": [[], {}]}]},
+    name="CancelResult.from_json",
+)
+def test_every_model_decoder_is_total(value: Any, name: str) -> None:
+    decode, kind = MODEL_DECODERS[name]
+    result = decoded(name, decode, value)
+    assert isinstance(result, (kind, VCenterError))
+    assert not isinstance(result, VCenterError) or result.detail
+
+
+@given(value=any_json, status=statuses, dialect=dialects, name=st.sampled_from(sorted(RESPONSE_PARSERS)))
+def test_every_response_parser_is_total(value: Any, status: int, dialect: Dialect, name: str) -> None:
+    parse_, kind = RESPONSE_PARSERS[name]
+    req = protocol.get_job_request(dialect, JOB)
+    result = decoded(name, parse_, dialect, req, HttpResponse(status, json_body(value), "application/json"))
+    if isinstance(result, VCenterError):
+        assert str(result)
+    else:
+        assert 200 <= status < 300 or name == "unwrap"
+        assert isinstance(result, kind)
+
+
+@given(
+    body=any_json.map(json_body) | st.binary(max_size=64),
+    status=statuses,
+    dialect=dialects,
+    operation=st.sampled_from(["log in", "get the backup job", "start a backup"]),
+)
+def test_any_error_payload_gives_our_error_with_text_messages(
+    body: bytes, status: int, dialect: Dialect, operation: str
+) -> None:
+    resp = HttpResponse(status, body, "application/json")
+    name, found = protocol.error_details(resp)
+    assert name is None or isinstance(name, str)
+    assert isinstance(found, list) and all(isinstance(m, str) for m in found)
+    req = HttpRequest("GET", protocol.job_path(dialect, JOB), operation, job_id=JOB)
+    err = protocol.error_for(req, resp)
+    assert isinstance(err, VCenterError) and str(err)
+    assert isinstance(protocol.is_transient(resp), bool)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -424,7 +532,6 @@ def check_target(req: HttpRequest, dialect: Dialect, job_id: str) -> None:
         assert resolved[len(prefix) :] in (job_id, f"{job_id}/cancel"), (candidate, resolved)
 
 
-@FAST
 @given(job_id=job_ids, dialect=dialects, operation=st.sampled_from(["get_job", "cancel_job"]))
 @example(job_id="..", dialect=Dialect.API, operation="get_job")
 @example(job_id="../../session", dialect=Dialect.REST, operation="cancel_job")
@@ -462,3 +569,78 @@ def test_a_job_id_is_refused_before_any_request_or_stays_under_the_job_path(
     assert len(sent) == 2
     for req in sent:
         check_target(req, dialect, job_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# The transport core's retry schedule, driven without sockets or clocks
+# --------------------------------------------------------------------------------------------------
+outcomes = st.lists(
+    st.sampled_from(["ok", "unavailable_sent", "unavailable_unsent", "api_error", "not_found"]),
+    min_size=1,
+    max_size=8,
+)
+policies = st.builds(
+    RetryPolicy,
+    attempts=st.integers(1, 6),
+    max_seconds=st.just(600.0),
+    initial_wait=st.floats(0, 2),
+    max_wait=st.floats(0, 5),
+)
+
+
+def scripted_outcome(kind: str) -> HttpResponse | VCenterError:
+    if kind == "ok":
+        return HttpResponse(200, b"[]", "application/json")
+    if kind.startswith("unavailable"):
+        return VCenterUnavailableError("down", request_sent=kind.endswith("_sent"))
+    return BackupJobNotFound("gone", job_id=JOB) if kind == "not_found" else VCenterApiError("no")
+
+
+@given(script=outcomes, policy=policies, idempotent=st.booleans())
+def test_a_request_is_sent_once_and_retried_only_as_the_policy_says(
+    script: list[str], policy: RetryPolicy, idempotent: bool
+) -> None:
+    from airflow_provider_backupjob.hooks._transport import Send, Sleep, TransportCore
+    from airflow_provider_backupjob.settings import ConnectionSettings
+
+    logged: list[str] = []
+    log = SimpleNamespace(warning=lambda msg, *args: logged.append(msg % args))
+    core = TransportCore("c", policy, log, ())
+    core.settings = ConnectionSettings("http://vcsa:80", "vcsa:80", "u", "p4ssword")
+    req = HttpRequest("POST", "/api/x", "do it", idempotent=idempotent)
+
+    def exchange(session: Any) -> Any:
+        return (yield req)
+
+    run = core.start(VCenterSession(username="u", password="p4ssword"), exchange)
+    steps: list[Any] = []
+    raised: VCenterError | None = None
+    try:
+        for step in run:
+            steps.append(step)
+            sends = sum(isinstance(s, Send) for s in steps)
+            assert sends <= policy.attempts, "sent more often than the policy allows"
+            if isinstance(step, Send):  # the script's last answer repeats
+                run.outcome = scripted_outcome(script[min(sends, len(script)) - 1])
+    except VCenterError as err:
+        raised = err
+    sends = [s for s in steps if isinstance(s, Send)]
+    sleeps = [s for s in steps if isinstance(s, Sleep)]
+    assert 1 <= len(sends) <= policy.attempts
+    # one sleep before each resend, never before the first send or after the last
+    assert [type(s) for s in steps] == [Send] + [Sleep, Send] * (len(sends) - 1)
+    assert all(0 <= s.seconds <= policy.max_wait + policy.initial_wait for s in sleeps)
+    # each retry logged once, with its attempt number and the wait slept
+    assert [re.sub(r".*\(attempt (\d+)\); retrying in ([\d.]+) s", r"\1 \2", line) for line in logged] == [
+        f"{n} {sleep.seconds:.1f}" for n, sleep in enumerate(sleeps, 1)
+    ]
+    seen = [scripted_outcome(script[min(n, len(script) - 1)]) for n in range(len(sends))]
+    for earlier in seen[:-1]:  # every resend followed a retryable failure
+        assert isinstance(earlier, VCenterUnavailableError) and (idempotent or not earlier.request_sent)
+    last = seen[-1]
+    if isinstance(last, HttpResponse):
+        assert raised is None and run.result == last
+    else:
+        assert raised is not None and type(raised) is type(last) and raised.host == "vcsa:80"
+        retryable = isinstance(last, VCenterUnavailableError) and (idempotent or not last.request_sent)
+        assert not retryable or len(sends) == policy.attempts

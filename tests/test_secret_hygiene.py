@@ -47,6 +47,7 @@ def test_clean(sim, connect):
 
 def test_every_kind_of_leak_fails_the_test(pytester: pytest.Pytester) -> None:
     pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+    pytester.makepyfile(**{"tests/helpers": (Path(__file__).parent / "helpers.py").read_text()})
     pytester.makepyfile(test_leaky=LEAKY_TESTS)
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=5, errors=4)

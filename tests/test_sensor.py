@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import (
 
 from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import READONLY_USER, Simulator
-from tests.conftest import Connect
+from tests.helpers import Connect
 
 
 def sensor(job_id: str, **kwargs: Any) -> BackupJobSensor:
@@ -231,7 +231,13 @@ def test_reschedule_mode_logs_out_after_every_poke(sim: Simulator, connect: Conn
 
 
 def test_templated_fields() -> None:
-    assert set(BackupJobSensor.template_fields) == {"job_id", "vcenter_conn_id"}
+    assert set(BackupJobSensor.template_fields) == {
+        "job_id",
+        "started_after",
+        "started_before",
+        "job_type",
+        "vcenter_conn_id",
+    }
 
 
 @pytest.mark.parametrize("job_id", ["", "../../session", "a b"])
@@ -249,3 +255,97 @@ def test_bad_connection_setting_fails_without_retries(sim: Simulator, connect: C
     with pytest.raises(AirflowFailException, match="api_style must be one of"):
         sensor("20170717-132629-5318154").execute({})
     assert sim.stats()["requests"] == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Outages against the sensor's timeout, in each mode (the deferrable ones are in test_trigger.py)
+# --------------------------------------------------------------------------------------------------
+class CountingSensor(BackupJobSensor):
+    """Counts its pokes: what Airflow's sensor loop calls, not what goes over the socket."""
+
+    pokes = 0
+
+    def poke(self, context: Any) -> Any:
+        self.pokes += 1
+        return super().poke(context)
+
+
+def counting(job_id: str, **kwargs: Any) -> CountingSensor:
+    kwargs.setdefault("poke_interval", 0.02)
+    return CountingSensor(task_id="wait", job_id=job_id, deferrable=False, **kwargs)
+
+
+def test_poke_mode_outage_clock_spans_pokes(sim: Simulator, connect: Connect) -> None:
+    job = sim.add_job(inprogress_polls=2)
+    connect()
+    sim.inject("http_503_html", path_contains="/backup/job/", times=100_000)
+    s = counting(job, timeout=60, max_outage=0.3)
+    with pytest.raises(AirflowException, match=r"longer than max_outage \(0.3 s\)") as info:
+        s.execute({})
+    assert not isinstance(info.value, (AirflowFailException, AirflowSensorTimeout))
+    # no poke sleeps through max_outage: the outage was measured over several pokes of one process
+    assert s.pokes >= 2
+    assert sim.stats()["requests_by_route"]["GET job"] <= 3 * s.pokes  # one poke: at most 3 attempts
+    assert_no_session_left(sim)
+
+
+def test_poke_mode_outage_that_ends_resets_the_clock(sim: Simulator, connect: Connect) -> None:
+    job = sim.add_job(inprogress_polls=3)
+    connect()
+    sim.inject("drop", path_contains="/backup/job/", times=4)
+    assert counting(job, max_outage=30).execute({})["state"] == "SUCCEEDED"
+    assert sim.stats()["faults_injected"] == 4
+    assert_no_session_left(sim)
+
+
+class FirstTryTI:
+    """A rescheduled sensor's task instance: when its first try started (None before the first)."""
+
+    def __init__(self, first: Any = None) -> None:
+        self.first = first
+
+    def get_first_reschedule_date(self, context: Any) -> Any:
+        return self.first
+
+
+def test_reschedule_mode_poke_gives_up_within_its_interval_and_reschedules(
+    sim: Simulator, connect: Connect
+) -> None:
+    """No slot is held through an outage: a poke that cannot reach vCenter reschedules, even with a
+    max_outage far longer than the poke; the next poke finds the job."""
+    job = sim.add_job(inprogress_polls=0)
+    connect()
+    sim.inject("http_503_html", path_contains="/backup/job/", times=3)  # one poke's attempts
+    with pytest.raises(AirflowRescheduleException):
+        sensor(job, mode="reschedule", poke_interval=0.05, max_outage=600).execute({"ti": FirstTryTI()})
+    stats = sim.stats()
+    assert stats["faults_injected"] == 3 and stats["requests_by_route"]["GET job"] == 3
+    assert stats["open_sessions"] == 0
+    result = sensor(job, mode="reschedule", max_outage=600).execute({"ti": FirstTryTI()})
+    assert result["state"] == "SUCCEEDED"
+    assert_no_session_left(sim)
+
+
+@pytest.mark.parametrize("soft_fail", [False, True])
+@pytest.mark.parametrize("mode", ["poke", "reschedule"])
+def test_timeout_comes_before_a_longer_max_outage(
+    sim: Simulator, connect: Connect, mode: str, soft_fail: bool
+) -> None:
+    """The report of issue 11: timeout=15 and max_outage=60 ran 66 s and failed as an outage. In
+    reschedule mode the timeout counts from the first try's start (here two minutes ago)."""
+    from datetime import datetime, timezone
+
+    job = sim.add_job(inprogress_polls=2)
+    connect()
+    sim.inject("http_503_html", path_contains="/backup/job/", times=100_000)
+    if mode == "poke":
+        s, ti = counting(job, timeout=0.4, max_outage=600, soft_fail=soft_fail), FirstTryTI()
+    else:
+        s = counting(job, mode="reschedule", timeout=60, max_outage=600, soft_fail=soft_fail)
+        ti = FirstTryTI(datetime.now(timezone.utc) - timedelta(seconds=120))
+    with pytest.raises(AirflowSkipException if soft_fail else AirflowSensorTimeout) as info:
+        s.execute({"ti": ti})
+    assert "longer than max_outage" not in str(info.value)
+    # poke mode kept poking through the outage, each poke "not yet"; a rescheduled try pokes once
+    assert s.pokes >= 2 if mode == "poke" else s.pokes == 1
+    assert_no_session_left(sim)

@@ -15,12 +15,12 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from airflow_provider_backupjob.exceptions import VCenterAuthError
 from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
+from airflow_provider_backupjob.outcome import event_outcome
 from airflow_provider_backupjob.retry import RetryPolicy
 from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import ADMIN_USER, DEFAULT_PASSWORD, Simulator
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
-from airflow_provider_backupjob.waiting import event_outcome
-from tests.conftest import Connect
+from tests.helpers import Connect
 
 CAP = 3
 FAST = RetryPolicy(attempts=3, max_seconds=5, initial_wait=0.01, max_wait=0.05)

@@ -16,7 +16,7 @@ from airflow_provider_backupjob.hooks.shared_session import ENV_SWITCH, SessionK
 from airflow_provider_backupjob.settings import ConnectionSettings
 from airflow_provider_backupjob.simulator import ADMIN_USER, DEFAULT_PASSWORD, Simulator
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
-from tests.conftest import Connect
+from tests.helpers import Connect
 
 POLL = 0.05
 

@@ -23,18 +23,15 @@ import trustme
 from airflow.sdk.exceptions import AirflowFailException
 from urllib3.exceptions import InsecureRequestWarning
 
-from airflow_provider_backupjob.exceptions import VCenterTLSError
+from airflow_provider_backupjob.exceptions import VCenterConfigError, VCenterTLSError
 from airflow_provider_backupjob.hooks.backup_job import BackupJobHook
 from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
-from airflow_provider_backupjob.retry import RetryPolicy
+from airflow_provider_backupjob.outcome import event_outcome
 from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import Simulator
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
-from airflow_provider_backupjob.waiting import event_outcome
-from tests import conftest
-from tests.conftest import connection_uri_json
+from tests.helpers import FAST, FLAVOURS, call_hook, connection_uri_json, register_secret, track_simulator
 
-FAST = RetryPolicy(attempts=3, max_seconds=5, initial_wait=0.01, max_wait=0.05)
 VERIFY_OFF = re.compile(r"(?i)verification.{0,20}\boff\b|verify_ssl.{0,20}false|not verif")
 
 
@@ -45,9 +42,7 @@ def server_context(ca: trustme.CA, *hostnames: str) -> ssl.SSLContext:
 
 
 def start_simulator(ctx: ssl.SSLContext) -> Simulator:
-    sim = Simulator(ssl_context=ctx).start()
-    getattr(conftest, "_SIMULATORS", []).append(sim)  # its session tokens join the leak check
-    return sim
+    return track_simulator(Simulator(ssl_context=ctx).start())  # its session tokens join the leak check
 
 
 @pytest.fixture(scope="module")
@@ -335,3 +330,145 @@ def test_https_to_a_plain_http_port_fails_the_same_way_in_both_transports(
 
     with pytest.raises(VCenterTLSError):
         asyncio.run(get())
+
+
+# --------------------------------------------------------------------------------------------------
+# Misconfigured TLS fails fast with the fix, in both hooks
+# --------------------------------------------------------------------------------------------------
+@FLAVOURS
+def test_http_to_an_https_port_says_use_https(
+    tls_sim: Simulator, monkeypatch: pytest.MonkeyPatch, flavour: str
+) -> None:
+    job = tls_sim.add_job()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VCENTER_BACKUP_DEFAULT",
+        connection_uri_json("http://127.0.0.1", tls_sim.port, timeout=5),
+    )
+    with pytest.raises(VCenterConfigError) as info:
+        call_hook(flavour, "get_job", job)
+    message = str(info.value)
+    assert (
+        "speaks HTTPS" in message
+        and "https://127.0.0.1" in message
+        and f"127.0.0.1:{tls_sim.port}" in message
+    )
+    with pytest.raises(AirflowFailException):  # no retries, no outage riding
+        event_outcome(job, {"job_id": job, "status": "error", "error": info.value.to_event()})
+
+
+@FLAVOURS
+def test_a_certificate_for_another_name_names_the_name_to_use(
+    ca: trustme.CA, ca_file: str, monkeypatch: pytest.MonkeyPatch, flavour: str
+) -> None:
+    sim = start_simulator(server_context(ca, "vcsa.example.com", "vcsa"))
+    try:
+        use(monkeypatch, sim, ca_bundle=ca_file)
+        with pytest.raises(VCenterTLSError) as info:
+            call_hook(flavour, "list_jobs")
+        message = str(info.value)
+        assert "is valid" in message and "but for other names (vcsa.example.com, vcsa)" in message
+        assert "set the connection's host to 'vcsa.example.com'" in message
+        assert "verify_ssl" not in message  # turning verification off is not the fix here
+        assert sim.stats()["requests"] == 0
+    finally:
+        sim.stop()
+
+
+@FLAVOURS
+def test_a_ca_bundle_that_is_not_pem_is_refused_when_the_connection_is_read(
+    ca: trustme.CA, tls_sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flavour: str
+) -> None:
+    der = tmp_path / "vmca-root.cer"
+    der.write_bytes(ssl.PEM_cert_to_DER_cert(ca.cert_pem.bytes().decode()))
+    junk = tmp_path / "notes.txt"
+    junk.write_text("the VMCA root is in download.zip\n")
+    for path in (der, junk):
+        use(monkeypatch, tls_sim, ca_bundle=str(path))
+        with pytest.raises(VCenterConfigError, match="not a PEM file of CA certificates|no '-----BEGIN CERT"):
+            call_hook(flavour, "list_jobs")
+    assert tls_sim.stats()["requests"] == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# The CA certificate as PEM text: the connection extra ca_cert
+# --------------------------------------------------------------------------------------------------
+def test_ca_cert_text_makes_both_hooks_and_the_trigger_work(
+    ca: trustme.CA, tls_sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pem = trustme.CA().cert_pem.bytes().decode() + ca.cert_pem.bytes().decode()  # two CAs, one text
+    register_secret(pem)  # never in a log, an exception or the trigger's kwargs
+    job = tls_sim.add_job(inprogress_polls=1)
+    use(monkeypatch, tls_sim, ca_cert=pem)
+    assert call_hook("sync", "get_job", job).state.value == "INPROGRESS"
+    assert call_hook("async", "get_job", job).succeeded
+    assert event_outcome(job, trigger_event(job)).xcom_value["state"] == "SUCCEEDED"
+    settings = BackupJobHook().settings
+    assert settings.ca_cert is not None and "BEGIN CERTIFICATE" not in repr(settings)
+    assert tls_sim.stats()["open_sessions"] == 0
+
+
+def test_ca_cert_of_another_ca_is_refused(tls_sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = tls_sim.add_job()
+    use(monkeypatch, tls_sim, ca_cert=trustme.CA().cert_pem.bytes().decode())
+    for flavour in ("sync", "async"):
+        with pytest.raises(VCenterTLSError, match="could not be verified"):
+            call_hook(flavour, "get_job", job)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "secret-looking-but-not-a-certificate",
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+        "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    ],
+    ids=["plain-text", "broken-block", "a-key"],
+)
+def test_ca_cert_that_is_not_pem_is_refused_without_quoting_it(
+    tls_sim: Simulator, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    register_secret(text)  # the leak check fails the test if the message quotes it
+    use(monkeypatch, tls_sim, ca_cert=text)
+    for flavour in ("sync", "async"):
+        with pytest.raises(VCenterConfigError, match="'ca_cert' must be the PEM text"):
+            call_hook(flavour, "list_jobs")
+    assert tls_sim.stats()["requests"] == 0
+
+
+@FLAVOURS
+def test_a_handshake_cut_short_is_an_outage_not_a_tls_error(
+    monkeypatch: pytest.MonkeyPatch, flavour: str
+) -> None:
+    """What an appliance restarting does (its proxy accepts, then closes): retried, then unavailable."""
+    import socket
+    import threading
+
+    from airflow_provider_backupjob.exceptions import VCenterUnavailableError
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+    accepted: list[int] = []
+
+    def serve() -> None:
+        for _ in range(FAST.attempts):  # bounded: one connection per attempt
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_VCENTER_BACKUP_DEFAULT",
+            connection_uri_json("https://127.0.0.1", server.getsockname()[1], timeout=5),
+        )
+        with pytest.raises(VCenterUnavailableError) as info:
+            call_hook(flavour, "list_jobs")
+        assert not isinstance(info.value, VCenterTLSError)
+        thread.join(10)
+        assert len(accepted) == FAST.attempts
+    finally:
+        server.close()

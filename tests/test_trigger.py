@@ -17,11 +17,11 @@ from airflow.sdk.exceptions import (
 )
 from airflow.sdk.module_loading import import_string
 
+from airflow_provider_backupjob.outcome import event_outcome
 from airflow_provider_backupjob.sensors.backup_job import BackupJobSensor
 from airflow_provider_backupjob.simulator import DEFAULT_PASSWORD, READONLY_USER, Simulator
 from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
-from airflow_provider_backupjob.waiting import event_outcome
-from tests.conftest import Connect
+from tests.helpers import Connect
 
 
 def trigger(job_id: str, **kwargs: Any) -> BackupJobTrigger:
@@ -68,6 +68,7 @@ def test_serialize_round_trip_is_json_and_secret_free() -> None:
         "poll_interval": 5.0,
         "deadline": 1234.5,
         "max_outage": 60.0,
+        "cancel_on_kill": False,
     }
     rebuilt = import_string(path)(**kwargs)
     assert rebuilt.serialize() == (path, kwargs)
@@ -297,3 +298,224 @@ async def test_triggers_of_one_loop_share_a_client_but_not_sessions(
     assert stats["logins"] == stats["logouts"] == 40  # one session per trigger
     await assert_no_session_left(sim)
     assert _clients.open_clients() == 0  # the last trigger out closed the shared client
+
+
+# --------------------------------------------------------------------------------------------------
+# Outages in deferrable mode: deferring at once, the deadline before max_outage
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["http_503_html", "drop"])
+def test_sensor_defers_at_once_when_the_check_before_deferring_meets_an_outage(
+    sim: Simulator, connect: Connect, kind: str
+) -> None:
+    job = sim.add_job(inprogress_polls=1)
+    connect()
+    sim.inject(kind, path_contains="/backup/job/", times=100_000)
+    with pytest.raises(TaskDeferred) as info:
+        deferrable_sensor(job, max_outage=600).execute({})
+    assert isinstance(info.value.trigger, BackupJobTrigger)
+    assert sim.stats()["requests_by_route"]["GET job"] == 1  # one attempt, no retry in the worker
+    assert info.value.trigger.serialize()[1]["cancel_on_kill"] is False  # the sensor started no job
+    asyncio.run(assert_no_session_left(sim))
+
+
+def test_sensor_defers_at_once_when_vcenter_refuses_connections(sim: Simulator, connect: Connect) -> None:
+    from tests.test_sensor import closed_port
+
+    connect(port=closed_port())
+    with pytest.raises(TaskDeferred):
+        deferrable_sensor("20170717-132629-5318154", max_outage=600).execute({})
+
+
+@pytest.mark.asyncio
+async def test_deadline_during_an_outage_gives_a_timeout_event(sim: Simulator, connect: Connect) -> None:
+    job = sim.add_job(inprogress_polls=2)
+    connect()
+    sim.inject("http_503_html", path_contains=f"/job/{job}", times=100_000)
+    event = await first_event(trigger(job, deadline=time.time() + 0.4, max_outage=600))
+    assert event["status"] == "timeout" and "while vCenter was unreachable" in event["message"]
+    assert "HTTP 503" in event["message"]
+    with pytest.raises(AirflowSensorTimeout):
+        event_outcome(job, event)
+    with pytest.raises(AirflowSkipException):
+        deferrable_sensor(job, soft_fail=True).resume_execution("execute_complete", {"event": event}, {})
+    await assert_no_session_left(sim)
+
+
+# --------------------------------------------------------------------------------------------------
+# Triggerer restarts and kills while deferred
+# --------------------------------------------------------------------------------------------------
+async def start_then_cancel(t: BackupJobTrigger, sim: Simulator) -> None:
+    """Run ``t`` until it holds a session and has polled twice, then cancel it as a triggerer does."""
+    task = asyncio.ensure_future(first_event(t))
+    for _ in range(500):
+        if sim.stats()["requests_by_route"].get("GET job", 0) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+class TriggerTI:
+    """The identity the triggerer gives a trigger (``trigger.task_instance``)."""
+
+    dag_id, task_id, run_id = "vcenter_backup_start_and_wait", "start_backup", "manual__1"
+
+    def __init__(self, map_index: int = -1) -> None:
+        self.map_index = map_index
+
+
+@pytest.fixture
+def task_states(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    return before_3_3(monkeypatch)
+
+
+def before_3_3(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Airflow before 3.3: no on_kill, and the task SDK's state lookup answering from ``STATES``
+    (the supervisor's channel to the API server, which no socket of ours can stand in for)."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    from airflow_provider_backupjob import compat
+
+    calls: list[dict[str, Any]] = []
+
+    def get_task_states(**kwargs: Any) -> dict[str, Any]:
+        calls.append(kwargs)
+        answer = STATES["answer"]
+        if isinstance(answer, Exception):
+            raise answer
+        return {TriggerTI.run_id: answer}
+
+    monkeypatch.setattr(compat, "TRIGGER_ON_KILL", False)
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(get_task_states))
+    return calls
+
+
+STATES: dict[str, Any] = {}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("airflow", ["3.3", "3.2"])
+async def test_triggerer_restart_resumes_the_same_wait_without_cancelling(
+    sim: Simulator, connect: Connect, monkeypatch: pytest.MonkeyPatch, airflow: str
+) -> None:
+    """Cancelled by a restart (no on_kill on 3.3; still DEFERRED on 3.2), the trigger logs out; rebuilt
+    from its kwargs it resumes the wait, which ends as it would have."""
+    job = sim.add_job(none_polls=1, inprogress_polls=6)
+    connect()
+    calls: list[dict[str, Any]] = []
+    if airflow == "3.2":
+        calls = before_3_3(monkeypatch)
+        STATES["answer"] = {TriggerTI.task_id: "deferred"}
+    old = trigger(job, cancel_on_kill=True)
+    old.task_instance = TriggerTI()  # type: ignore[assignment]
+    await start_then_cancel(old, sim)
+    assert sim.stats()["open_sessions"] == 0 and sim.stats()["cancels"] == 0
+    assert len(calls) == (1 if airflow == "3.2" else 0)
+    path, kwargs = old.serialize()
+    event = await first_event(import_string(path)(**kwargs))
+    assert event["status"] == "terminal" and event["job"]["state"] == "SUCCEEDED"
+    assert sim.stats()["cancels"] == 0 and sim.job_state(job) == "SUCCEEDED"
+    await assert_no_session_left(sim)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("cancel_on_kill", [True, False], ids=["operator", "sensor"])
+async def test_on_kill_cancels_only_a_job_the_task_started(
+    sim: Simulator, connect: Connect, cancel_on_kill: bool
+) -> None:
+    """Airflow 3.3+: the triggerer cancels the trigger, then awaits on_kill() on a user's action."""
+    job = sim.add_job(inprogress_polls=100_000)
+    connect()
+    t = trigger(job, cancel_on_kill=cancel_on_kill)
+    await start_then_cancel(t, sim)
+    await asyncio.wait_for(t.on_kill(), timeout=30)
+    stats = sim.stats()
+    assert stats["cancels"] == (1 if cancel_on_kill else 0)
+    assert sim.job_state(job) == ("FAILED" if cancel_on_kill else "INPROGRESS")
+    await assert_no_session_left(sim)
+
+
+@pytest.mark.asyncio
+async def test_on_kill_after_the_event_cancels_nothing(sim: Simulator, connect: Connect) -> None:
+    job = sim.add_job(inprogress_polls=0)
+    connect()
+    t = trigger(job, cancel_on_kill=True)
+    assert (await first_event(t))["status"] == "terminal"
+    await t.on_kill()
+    assert sim.stats()["cancels"] == 0
+    await assert_no_session_left(sim)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("map_index", "answer", "cancels"),
+    [
+        (-1, {"start_backup": "failed"}, 1),  # marked failed
+        (-1, {"start_backup": "success"}, 1),  # marked success
+        (-1, {"start_backup": None}, 1),  # cleared
+        (-1, {"start_backup": "deferred"}, 0),  # a triggerer restart
+        (3, {"start_backup_3": "failed", "start_backup_2": "deferred"}, 1),  # a mapped task's key
+        (2, {"start_backup_3": "failed", "start_backup_2": "deferred"}, 0),
+        (-1, {}, 0),  # not found
+        (-1, RuntimeError("supervisor gone"), 0),  # the triggerer shutting down
+    ],
+)
+async def test_before_3_3_a_kill_is_read_from_the_task_state(
+    sim: Simulator,
+    connect: Connect,
+    task_states: list[dict[str, Any]],
+    map_index: int,
+    answer: Any,
+    cancels: int,
+) -> None:
+    STATES["answer"] = answer
+    job = sim.add_job(inprogress_polls=100_000)
+    connect()
+    t = trigger(job, cancel_on_kill=True)
+    t.task_instance = TriggerTI(map_index)  # type: ignore[assignment]
+    await start_then_cancel(t, sim)
+    assert sim.stats()["cancels"] == cancels
+    assert sim.job_state(job) == ("FAILED" if cancels else "INPROGRESS")
+    (call,) = task_states
+    assert call["task_ids"] == ["start_backup"] and call["run_ids"] == ["manual__1"]
+    assert call["map_index"] == map_index
+    await assert_no_session_left(sim)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("case", ["sensor", "no task instance"])
+async def test_before_3_3_no_cancel_without_a_user_kill_of_a_started_job(
+    sim: Simulator, connect: Connect, task_states: list[dict[str, Any]], case: str
+) -> None:
+    STATES["answer"] = {"start_backup": "failed"}
+    job = sim.add_job(inprogress_polls=100_000)
+    connect()
+    t = trigger(job, cancel_on_kill=case != "sensor")
+    if case != "no task instance":
+        t.task_instance = TriggerTI()  # type: ignore[assignment]
+    await start_then_cancel(t, sim)
+    assert sim.stats()["cancels"] == 0 and sim.job_state(job) == "INPROGRESS"
+    assert task_states == []
+    await assert_no_session_left(sim)
+
+
+@pytest.mark.asyncio
+async def test_before_3_3_a_cancel_at_the_deadline_is_the_timeout_not_a_kill(
+    task_states: list[dict[str, Any]],
+) -> None:
+    """Airflow's own trigger timeout moves the task out of DEFERRED too: past the deadline, no cancel."""
+    STATES["answer"] = {"start_backup": "scheduled"}
+    t = trigger(JOB, cancel_on_kill=True, deadline=time.time() - 1)
+    t.task_instance = TriggerTI()  # type: ignore[assignment]
+    assert await t._killed_by_user() is False
+    assert task_states == []
+    t.deadline = time.time() + 60
+    assert await t._killed_by_user() is True  # the same state before the deadline: a user's kill
+
+
+def test_state_key_of_a_mapped_task() -> None:
+    from airflow_provider_backupjob.compat import ti_state_key
+
+    assert ti_state_key("start", -1) == "start" and ti_state_key("start", None) == "start"
+    assert ti_state_key("start", 0) == "start_0" and ti_state_key("start", 12) == "start_12"

@@ -1,43 +1,72 @@
-"""BackupJobHook: the synchronous shell around the sans-IO protocol, over ``requests``."""
+"""BackupJobHook: the synchronous shell around the sans-IO protocol, over ``requests``.
+
+What it shares with the async hook lives in :mod:`._transport`; here is only what ``requests`` and
+blocking sleeps need.
+"""
 
 from __future__ import annotations
 
 import ssl
 import time
 import warnings
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
 import requests
 from airflow.sdk import BaseHook
-from tenacity import RetryCallState, Retrying
+from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InsecureRequestWarning, NewConnectionError
 
-from airflow_provider_backupjob.exceptions import (
-    VCenterApiError,
-    VCenterError,
-    VCenterTLSError,
-    VCenterUnavailableError,
-    caused_by,
-    exception_chain,
+from airflow_provider_backupjob.exceptions import VCenterError
+from airflow_provider_backupjob.hooks._transport import (
+    LOGOUT_POLICY,
+    CoreOwner,
+    Failure,
+    FailureTable,
+    Send,
+    TransportCore,
+    probe_tls,
 )
-from airflow_provider_backupjob.models import BackupJobStatus, BackupRequest, CancelResult
-from airflow_provider_backupjob.protocol import (
-    Exchange,
-    HttpRequest,
-    HttpResponse,
-    VCenterSession,
-    drive,
-    error_for,
-    is_transient,
+from airflow_provider_backupjob.models import (
+    BackupJobDetails,
+    BackupJobStatus,
+    BackupRequest,
+    CancelResult,
+    JobType,
 )
+from airflow_provider_backupjob.protocol import Exchange, HttpRequest, HttpResponse, VCenterSession
 from airflow_provider_backupjob.retry import NO_RETRY, RetryPolicy
-from airflow_provider_backupjob.settings import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings
+from airflow_provider_backupjob.settings import CONN_TYPE, DEFAULT_CONN_ID, ConnectionSettings, tls_context
 
 T = TypeVar("T")
 
+REQUESTS_FAILURES: FailureTable = (
+    (requests.exceptions.ConnectTimeout, Failure.CONNECT_TIMEOUT),
+    (requests.exceptions.Timeout, Failure.READ_TIMEOUT),
+    ((requests.exceptions.SSLError, NewConnectionError), Failure.CONNECT),
+    (requests.exceptions.ConnectionError, Failure.DROPPED),
+)
 
-class BackupJobHook(BaseHook):
+
+class _TrustAdapter(HTTPAdapter):
+    """Verifies against the connection's own CAs (``ca_bundle``, ``ca_cert``): requests alone takes a
+    file path only, and would add certifi's CAs to the context."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, ssl_context=self._context, **kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
+        conn.ca_certs = conn.ca_cert_dir = None  # the context holds the trust
+
+
+class BackupJobHook(CoreOwner, BaseHook):
     """
     Talk to the backup-job API of a vCenter Server Appliance.
 
@@ -64,38 +93,33 @@ class BackupJobHook(BaseHook):
     ) -> None:
         super().__init__(**kwargs)
         self.vcenter_conn_id = vcenter_conn_id
-        self.retry_policy = retry_policy or RetryPolicy()
-        self._settings: ConnectionSettings | None = None
+        self._core = TransportCore(vcenter_conn_id, retry_policy, self.log, REQUESTS_FAILURES)
         self._http: requests.Session | None = None
-        self._vcenter: VCenterSession | None = None
-        self._masked_token: str | None = None
 
     # Set-up, lazily: building a hook (at DAG parse time) sends nothing and reads no connection.
     @property
     def settings(self) -> ConnectionSettings:
-        if self._settings is None:
-            conn = self.get_connection(self.vcenter_conn_id)
-            self._settings = ConnectionSettings.from_connection(conn, self.vcenter_conn_id)
-            if warning := self._settings.verify_off_warning(self.vcenter_conn_id):
-                self.log.warning(warning)
-        return self._settings
+        if self._core.settings is None:
+            return self._core.configure(self.get_connection(self.vcenter_conn_id))
+        return self._core.settings
 
     @property
     def vcenter(self) -> VCenterSession:
-        if self._vcenter is None:
-            s = self.settings
-            self._vcenter = VCenterSession(username=s.username, password=s.password, api_style=s.api_style)
-        return self._vcenter
+        self.settings  # noqa: B018  (read the connection first)
+        return self._core.vcenter()
 
     def _client(self) -> requests.Session:
         if self._http is None:
+            s = self.settings
             self._http = requests.Session()
-            self._http.verify = self.settings.verify
+            self._http.verify = s.verify is not False
+            if s.verify is not False and (s.ca_cert or isinstance(s.verify, str)):
+                self._http.mount("https://", _TrustAdapter(tls_context(s)))
             self._http.headers["Accept"] = "application/json"
             self._http.trust_env = False  # no proxies or netrc credentials picked up behind our back
         return self._http
 
-    # Transport ----------------------------------------------------------------------------------------
+    # Transport: requests, and time.sleep --------------------------------------------------------------
     def _send_once(self, req: HttpRequest) -> HttpResponse:
         s = self.settings
         try:
@@ -110,98 +134,73 @@ class BackupJobHook(BaseHook):
                     timeout=s.timeout,
                     allow_redirects=False,
                 )
-        except requests.exceptions.SSLError as err:
-            certificate = caused_by(err, ssl.SSLCertVerificationError)
-            raise VCenterTLSError.from_ssl_error(s.host, _root_reason(err), certificate=certificate) from None
-        except requests.exceptions.ConnectTimeout:
-            raise VCenterUnavailableError(
-                f"timed out connecting to vCenter to {req.operation}", request_sent=False
-            ) from None
-        except requests.exceptions.Timeout:
-            raise VCenterUnavailableError(
-                f"vCenter did not answer within {s.timeout:g} s to the request to {req.operation}"
-            ) from None
-        except requests.exceptions.ConnectionError as err:
-            refused = caused_by(err, NewConnectionError)
-            what = (
-                "could not reach vCenter to"
-                if refused
-                else "the connection to vCenter failed during the request to"
-            )
-            raise VCenterUnavailableError(
-                f"{what} {req.operation}: {_root_reason(err)}", request_sent=not refused
-            ) from None
         except requests.exceptions.RequestException as err:
-            raise VCenterApiError(f"the request to {req.operation} failed: {_root_reason(err)}") from None
-        resp = HttpResponse(r.status_code, r.content, r.headers.get("Content-Type", ""))
-        if is_transient(resp):
-            raise error_for(req, resp)
-        return resp
+            probe = self._core.probe_for(err)
+            raise self._core.failure(req, err, probe_tls(probe) if probe else None) from None
+        return self._core.answer(req, r.status_code, r.content, r.headers.get("Content-Type", ""))
 
-    def _send(self, req: HttpRequest, policy: RetryPolicy) -> HttpResponse:
+    def _attempt(self, req: HttpRequest) -> HttpResponse | VCenterError:
         try:
             return self._send_once(req)
-        except VCenterUnavailableError as err:
-            retrying = policy.retries_after(req, err)
-            if retrying is None:
-                raise
-            wait = policy.first_wait()
-            self._log_retry(err, 1, wait)
-            time.sleep(wait)
-
-        def log_retry(state: RetryCallState) -> None:
-            assert state.outcome is not None
-            assert state.next_action is not None
-            self._log_retry(state.outcome.exception(), state.attempt_number + 1, state.next_action.sleep)
-
-        for attempt in Retrying(**retrying, before_sleep=log_retry):
-            with attempt:
-                return self._send_once(req)
-        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
-
-    def _log_retry(self, err: BaseException | None, attempt: int, wait: float) -> None:
-        self.log.warning(
-            "vCenter %s: %s (attempt %d); retrying in %.1f s", self.settings.host, err, attempt, wait
-        )
-
-    def run(self, exchange: Exchange[T], policy: RetryPolicy | None = None) -> T:
-        """Drive one protocol exchange; every error comes out naming the host."""
-        chosen = policy or self.retry_policy
-        try:
-            return drive(exchange, lambda req: self._send(req, chosen))
         except VCenterError as err:
-            raise err.with_context(host=self.settings.host) from err.__cause__
-        finally:
-            token = self.vcenter.token
-            if token and token != self._masked_token:
-                _mask(token)
-                self._masked_token = token
+            return err
+
+    def run(self, operation: Callable[[VCenterSession], Exchange[T]], policy: RetryPolicy | None = None) -> T:
+        """Drive the exchange ``operation(session)`` returns; every error comes out naming the host."""
+        with self._core.start(self.vcenter, operation, policy) as run:
+            for step in run:
+                if isinstance(step, Send):
+                    run.outcome = self._attempt(step.request)
+                else:
+                    time.sleep(step.seconds)
+        return run.result
 
     # The API ------------------------------------------------------------------------------------------
     def get_job(self, job_id: str) -> BackupJobStatus:
         """The status of backup job ``job_id``; raises ``BackupJobNotFound`` if it does not exist."""
-        return self.run(self.vcenter.get_job(job_id))
+        return self.run(lambda s: s.get_job(job_id))
 
     def list_jobs(self) -> list[str]:
         """The ids of the backup jobs the appliance knows."""
-        return self.run(self.vcenter.list_jobs())
+        return self.run(lambda s: s.list_jobs())
+
+    def list_job_details(self, job_ids: Sequence[str] | None = None) -> dict[str, BackupJobDetails]:
+        """Details (type, size, duration, location, ...) by job id; all jobs if ``job_ids`` is None."""
+        return self.run(lambda s: s.list_job_details(job_ids))
+
+    def find_job(
+        self,
+        *,
+        started_after: datetime,
+        started_before: datetime | None = None,
+        job_type: JobType | str | None = None,
+    ) -> BackupJobStatus | None:
+        """The newest job started in ``[started_after, started_before)`` of ``job_type``, or None."""
+        return self.run(
+            lambda s: s.find_job(
+                started_after=started_after, started_before=started_before, job_type=job_type
+            )
+        )
 
     def list_parts(self) -> list[str]:
         """The ids of the parts a backup can include (``common``, ``seat``, ...)."""
-        return self.run(self.vcenter.list_parts())
+        return self.run(lambda s: s.list_parts())
 
-    def start_backup(self, request: BackupRequest) -> BackupJobStatus:
-        """Start a backup. Never sent twice; raises ``BackupAlreadyRunning`` when one runs."""
-        return self.run(self.vcenter.start_backup(request))
+    def start_backup(self, request: BackupRequest | None = None, **fields: Any) -> BackupJobStatus:
+        """Start a backup, of a :class:`BackupRequest` or of its fields as keyword arguments
+        (``start_backup(parts=["common"], location="sftp://...")``). Never sent twice; raises
+        ``BackupAlreadyRunning`` when one runs."""
+        backup = BackupRequest.of(request, **fields)
+        return self.run(lambda s: s.start_backup(backup))
 
     def cancel_job(self, job_id: str) -> CancelResult:
         """Ask the appliance to cancel a running backup job."""
-        return self.run(self.vcenter.cancel_job(job_id))
+        return self.run(lambda s: s.cancel_job(job_id))
 
     def test_connection(self) -> tuple[bool, str]:
         """Log in, list the jobs, log out: the Connections page's Test button."""
         try:
-            ids = self.run(self.vcenter.list_jobs(), NO_RETRY)
+            ids = self.run(lambda s: s.list_jobs(), NO_RETRY)
             dialect = self.vcenter.dialect.value if self.vcenter.dialect else "?"
             return True, (
                 f"Connected to vCenter {self.settings.host} as {self.settings.username} "
@@ -216,9 +215,9 @@ class BackupJobHook(BaseHook):
     def close(self) -> None:
         """Log out (when a session is open) and release the HTTP connections. Never raises."""
         try:
-            if self._vcenter is not None and self._vcenter.is_open:
+            if self._core.session is not None and self._core.session.is_open:
                 try:
-                    self.run(self._vcenter.logout(), RetryPolicy(attempts=2, max_seconds=10, max_wait=2))
+                    self.run(lambda s: s.logout(), LOGOUT_POLICY)
                 except VCenterError as err:
                     self.log.warning("Could not log out of vCenter: %s", err)
         finally:
@@ -233,19 +232,3 @@ class BackupJobHook(BaseHook):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def _root_reason(err: BaseException) -> str:
-    """A short reason (``ConnectionRefusedError``, a certificate error) without the request's URL."""
-    *_, seen = exception_chain(err)
-    text = str(seen)
-    # urllib3 puts "HTTPSConnectionPool(host=..., port=...): " and the URL path in front; drop them.
-    text = text.split("): ", 1)[-1] if "ConnectionPool(" in text else text
-    return f"{type(seen).__name__}: {text}"[:300]
-
-
-def _mask(token: str) -> None:
-    """Register the session token with Airflow's secrets masker, so no log line can show it."""
-    from airflow.sdk.log import mask_secret
-
-    mask_secret(token)

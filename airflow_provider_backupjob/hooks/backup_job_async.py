@@ -6,66 +6,53 @@ Used by the trigger in the triggerer's event loop: every call awaits, nothing bl
 from __future__ import annotations
 
 import asyncio
-import functools
 import http.cookiejar
 import logging
-import os
-import ssl
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from airflow.sdk import BaseHook
-from tenacity import AsyncRetrying
 
-from airflow_provider_backupjob.exceptions import (
-    VCenterApiError,
-    VCenterError,
-    VCenterTLSError,
-    VCenterUnavailableError,
-    caused_by,
+from airflow_provider_backupjob.exceptions import VCenterError
+from airflow_provider_backupjob.hooks._transport import (
+    LOGOUT_POLICY,
+    CoreOwner,
+    Failure,
+    FailureTable,
+    Probe,
+    Send,
+    TransportCore,
+    peer_names,
 )
-from airflow_provider_backupjob.hooks.shared_session import (
-    SessionKey,
-    SharedSession,
-    Transport,
-    shared_sessions,
+from airflow_provider_backupjob.hooks.shared_session import SessionKey, SharedSession, shared_sessions
+from airflow_provider_backupjob.models import (
+    BackupJobDetails,
+    BackupJobStatus,
+    BackupRequest,
+    CancelResult,
+    JobType,
 )
-from airflow_provider_backupjob.models import BackupJobStatus
-from airflow_provider_backupjob.protocol import (
-    Exchange,
-    HttpRequest,
-    HttpResponse,
-    VCenterSession,
-    drive_async,
-    error_for,
-    is_transient,
-)
+from airflow_provider_backupjob.protocol import Exchange, HttpRequest, HttpResponse, VCenterSession
 from airflow_provider_backupjob.retry import RetryPolicy
-from airflow_provider_backupjob.settings import DEFAULT_CONN_ID, ConnectionSettings
+from airflow_provider_backupjob.settings import (
+    DEFAULT_CONN_ID,
+    ConnectionSettings,
+    tls_context,
+    trust_version,
+)
 
 T = TypeVar("T")
 
-
-CaVersion = tuple[bool | str, int, int]
-
-
-def _ca_version(setting: bool | str) -> CaVersion:
-    """The verify setting with its CA bundle file's version: a replaced bundle (a renewed VMCA
-    root) is a new setting, for the SSL contexts and the shared clients alike."""
-    if isinstance(setting, str):
-        stat = os.stat(setting)
-        return (setting, stat.st_mtime_ns, stat.st_size)
-    return (setting, 0, 0)
-
-
-@functools.lru_cache(maxsize=16)
-def _ssl_context(version: CaVersion) -> ssl.SSLContext:
-    """One verifying context per CA bundle version per process: building one costs milliseconds."""
-    cafile = version[0] if isinstance(version[0], str) else None
-    return ssl.create_default_context(cafile=cafile)
+HTTPX_FAILURES: FailureTable = (
+    (httpx.ConnectTimeout, Failure.CONNECT_TIMEOUT),
+    ((httpx.ConnectError, httpx.PoolTimeout), Failure.CONNECT),
+    (httpx.TimeoutException, Failure.READ_TIMEOUT),
+    ((httpx.NetworkError, httpx.RemoteProtocolError), Failure.DROPPED),
+)
 
 
 # Hooks that share one client. One client for all was measured worse: httpcore's pool does work
@@ -93,8 +80,7 @@ class _SharedClients:
         return sum(len(pool) for pool in self._by_loop.get(asyncio.get_running_loop(), {}).values())
 
     def acquire(self, settings: ConnectionSettings, keepalive_expiry: float) -> httpx.AsyncClient:
-        ca = _ca_version(settings.verify)
-        key = (settings.base_url, ca, settings.timeout, keepalive_expiry)
+        key = (settings.base_url, _trust(settings), settings.timeout, keepalive_expiry)
         clients = self._by_loop.setdefault(asyncio.get_running_loop(), {}).setdefault(key, {})
         for client, users in clients.items():
             if users < HOOKS_PER_CLIENT:
@@ -102,7 +88,7 @@ class _SharedClients:
                 return client
         client = httpx.AsyncClient(
             base_url=settings.base_url,
-            verify=False if settings.verify is False else _ssl_context(ca),
+            verify=tls_context(settings),
             timeout=settings.timeout,
             headers={"Accept": "application/json"},
             trust_env=False,
@@ -134,10 +120,21 @@ class _SharedClients:
 _clients = _SharedClients()
 
 
-class AsyncBackupJobHook:
+def _trust(settings: ConnectionSettings) -> object:
+    """The TLS settings that make clients and sessions interchangeable (a renewed bundle is new)."""
+    return trust_version(settings) if settings.verify is not False else False
+
+
+class AsyncBackupJobHook(CoreOwner):
     """Async access to one appliance: one session for the hook's life, closed by :meth:`aclose`.
 
+    With ``shared_session_linger`` set (the triggers do), that session is the event loop's shared one
+    of its appliance and credentials (:mod:`.shared_session`), which logs out when its last hook has
+    let go and this many seconds have passed; None: a session of its own.
+
     The connection is resolved with Airflow's async-safe lookup; the HTTP client is made on first use.
+    What it shares with the sync hook lives in :mod:`._transport`; here is only what ``httpx`` and
+    awaiting need.
     """
 
     def __init__(
@@ -149,130 +146,146 @@ class AsyncBackupJobHook:
         shared_session_linger: float | None = None,
     ):
         self.vcenter_conn_id = vcenter_conn_id
-        self.retry_policy = retry_policy or RetryPolicy()
+        self.shared_session_linger = shared_session_linger
+        self._shared: SharedSession | None = None
         # A poller should keep its connection past one poll interval: with httpx's default of 5 s,
         # every poll at the usual 30-60 s intervals paid a new TCP (and TLS) handshake.
         self.keepalive_expiry = keepalive_expiry
-        self.settings: ConnectionSettings | None = None
-        self._client: httpx.AsyncClient | None = None
-        self._vcenter: VCenterSession | None = None
-        # Set: the hook uses the event loop's shared session of its appliance (hooks/shared_session.py),
-        # which lingers this long after its last user; None: a session of its own.
-        self.shared_session_linger = shared_session_linger
-        self._shared: SharedSession | None = None
         self.log = logging.getLogger(__name__)
+        self._core = TransportCore(vcenter_conn_id, retry_policy, self.log, HTTPX_FAILURES)
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def settings(self) -> ConnectionSettings | None:
+        """The connection's settings once read (on first use), else None."""
+        return self._core.settings
 
     async def _settings(self) -> ConnectionSettings:
-        if self.settings is None:
-            conn = await BaseHook.aget_connection(self.vcenter_conn_id)
-            self.settings = ConnectionSettings.from_connection(conn, self.vcenter_conn_id)
-            if warning := self.settings.verify_off_warning(self.vcenter_conn_id):
-                self.log.warning(warning)
-        return self.settings
+        if self._core.settings is None:
+            return self._core.configure(await BaseHook.aget_connection(self.vcenter_conn_id))
+        return self._core.settings
+
+    async def _session(self) -> VCenterSession:
+        """The session this hook's exchanges run in: the one place that makes (or finds) it."""
+        await self._settings()
+        return self._core.vcenter()
+
+    async def _shared_session(self) -> SharedSession | None:
+        """The loop's shared session this hook's exchanges borrow, when it shares (taken once)."""
+        if self.shared_session_linger is None:
+            return None
+        if self._shared is None:
+            settings = await self._settings()
+            linger = self.shared_session_linger
+            self._shared = shared_sessions.acquire(settings, _trust(settings), self._holder, linger)
+        return self._shared
+
+    def _holder(self) -> AsyncBackupJobHook:
+        """A hook of a session of its own, on these settings: a new shared session's logins and logout."""
+        holder = AsyncBackupJobHook(
+            self.vcenter_conn_id, retry_policy=self.retry_policy, keepalive_expiry=self.keepalive_expiry
+        )
+        holder._core.settings = self._core.settings  # resolved already: no second connection lookup
+        return holder
 
     async def sharing_key(self) -> SessionKey:
         """Which shared session this hook's connection maps to (resolves the connection)."""
         settings = await self._settings()
-        return SessionKey.of(settings, _ca_version(settings.verify))
+        return SessionKey.of(settings, _trust(settings))
 
-    def _transport(self) -> Transport:
-        """A shared session's own way to the appliance, for its logins and logout."""
-        assert self.settings is not None
-        settings, client = self.settings, _clients.acquire(self.settings, self.keepalive_expiry)
-        return Transport(
-            self._sender(client, settings.host, self.retry_policy), lambda: _clients.release(client)
-        )
+    async def _end_session(self, timeout: float) -> None:
+        """Log out the session :meth:`_session` made, within ``timeout``, or let go of the shared
+        one (which logs out after its linger when this was its last hook): their one counterpart."""
+        if self._shared is not None:
+            shared, self._shared = self._shared, None
+            await shared.release()
+        session = self._core.session
+        if session is not None and session.is_open:
+            await asyncio.wait_for(self._drive(session, lambda s: s.logout(), LOGOUT_POLICY), timeout)
 
-    async def _setup(self) -> tuple[ConnectionSettings, httpx.AsyncClient]:
+    # Transport: httpx, and asyncio.sleep --------------------------------------------------------------
+    async def _send_once(self, req: HttpRequest) -> HttpResponse:
         settings = await self._settings()
         if self._client is None:
             self._client = _clients.acquire(settings, self.keepalive_expiry)
-        if self.shared_session_linger is not None:
-            if self._shared is None:
-                tls = _ca_version(settings.verify)
-                self._shared = shared_sessions.acquire(
-                    settings, tls, self._transport, self.shared_session_linger
-                )
-        elif self._vcenter is None:
-            s = settings
-            self._vcenter = VCenterSession(username=s.username, password=s.password, api_style=s.api_style)
-        return settings, self._client
-
-    async def _send_once(self, client: httpx.AsyncClient, host: str, req: HttpRequest) -> HttpResponse:
         try:
-            r = await client.request(req.method, req.target, headers=req.headers, json=req.json_body)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
-            if caused_by(err, ssl.SSLError):
-                certificate = caused_by(err, ssl.SSLCertVerificationError)
-                raise VCenterTLSError.from_ssl_error(host, err, certificate=certificate) from None
-            raise VCenterUnavailableError(
-                f"could not reach vCenter to {req.operation}: {type(err).__name__}: {err}", request_sent=False
-            ) from None
-        except httpx.TimeoutException as err:
-            raise VCenterUnavailableError(
-                f"vCenter did not answer in time to the request to {req.operation} ({type(err).__name__})"
-            ) from None
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as err:
-            raise VCenterUnavailableError(
-                f"the connection to vCenter failed during the request to {req.operation}: "
-                f"{type(err).__name__}: {err}"
-            ) from None
+            r = await self._client.request(req.method, req.target, headers=req.headers, json=req.json_body)
         except httpx.HTTPError as err:
-            raise VCenterApiError(
-                f"the request to {req.operation} failed: {type(err).__name__}: {err}"
-            ) from None
-        resp = HttpResponse(r.status_code, r.content, r.headers.get("Content-Type", ""))
-        if is_transient(resp):
-            raise error_for(req, resp)
-        return resp
+            probe = self._core.probe_for(err)
+            raise self._core.failure(req, err, await _probe_tls(probe) if probe else None) from None
+        return self._core.answer(req, r.status_code, r.content, r.headers.get("Content-Type", ""))
+
+    async def _attempt(self, req: HttpRequest) -> HttpResponse | VCenterError:
+        try:
+            return await self._send_once(req)
+        except VCenterError as err:
+            return err
 
     async def run(
-        self, exchange_of: Callable[[VCenterSession], Exchange[T]], policy: RetryPolicy | None = None
+        self, operation: Callable[[VCenterSession], Exchange[T]], policy: RetryPolicy | None = None
     ) -> T:
-        """Drive the exchange ``exchange_of(session)`` returns; errors name the host."""
-        settings, client = await self._setup()
-        send = self._sender(client, settings.host, policy or self.retry_policy)
-        try:
-            if self._shared is not None:
-                return await self._shared.run(exchange_of, lambda exchange: drive_async(exchange, send))
-            assert self._vcenter is not None
-            return await drive_async(exchange_of(self._vcenter), send)
-        except VCenterError as err:
-            raise err.with_context(host=settings.host) from err.__cause__
+        """Drive the exchange ``operation(session)`` returns; every error comes out naming the host.
 
-    def _sender(
-        self, client: httpx.AsyncClient, host: str, chosen: RetryPolicy
-    ) -> Callable[[HttpRequest], Awaitable[HttpResponse]]:
-        async def send(req: HttpRequest) -> HttpResponse:
-            try:
-                return await self._send_once(client, host, req)
-            except VCenterUnavailableError as err:
-                retrying = chosen.retries_after(req, err)
-                if retrying is None:
-                    raise
-                await asyncio.sleep(chosen.first_wait())
-            async for attempt in AsyncRetrying(**retrying):
-                with attempt:
-                    return await self._send_once(client, host, req)
-            raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+        Sharing, the session is one borrowed from the shared session, and a 401 goes to it: one
+        login again for all its hooks, then the exchange runs again on the new token."""
+        shared = await self._shared_session()
+        if shared is not None:
+            return await shared.run(lambda session: self._drive(session, operation, policy))
+        return await self._drive(await self._session(), operation, policy)
 
-        return send
+    async def _drive(
+        self,
+        session: VCenterSession,
+        operation: Callable[[VCenterSession], Exchange[T]],
+        policy: RetryPolicy | None,
+    ) -> T:
+        """The core's steps of one exchange in ``session``, with httpx and asyncio.sleep."""
+        async with self._core.start(session, operation, policy) as run:
+            for step in run:
+                if isinstance(step, Send):
+                    run.outcome = await self._attempt(step.request)
+                else:
+                    await asyncio.sleep(step.seconds)
+        return run.result
 
+    # The API ------------------------------------------------------------------------------------------
     async def get_job(self, job_id: str) -> BackupJobStatus:
-        return await self.run(lambda session: session.get_job(job_id))
+        return await self.run(lambda s: s.get_job(job_id))
 
     async def list_jobs(self) -> list[str]:
-        return await self.run(lambda session: session.list_jobs())
+        return await self.run(lambda s: s.list_jobs())
+
+    async def list_parts(self) -> list[str]:
+        return await self.run(lambda s: s.list_parts())
+
+    async def start_backup(self, request: BackupRequest | None = None, **fields: Any) -> BackupJobStatus:
+        """Start a backup, of a :class:`BackupRequest` or of its fields as keyword arguments."""
+        backup = BackupRequest.of(request, **fields)
+        return await self.run(lambda s: s.start_backup(backup))
+
+    async def cancel_job(self, job_id: str) -> CancelResult:
+        return await self.run(lambda s: s.cancel_job(job_id))
+
+    async def list_job_details(self, job_ids: Sequence[str] | None = None) -> dict[str, BackupJobDetails]:
+        return await self.run(lambda session: session.list_job_details(job_ids))
+
+    async def find_job(
+        self,
+        *,
+        started_after: datetime,
+        started_before: datetime | None = None,
+        job_type: JobType | str | None = None,
+    ) -> BackupJobStatus | None:
+        return await self.run(
+            lambda s: s.find_job(
+                started_after=started_after, started_before=started_before, job_type=job_type
+            )
+        )
 
     async def aclose(self, timeout: float = 10.0) -> None:
-        """Log out (one bounded attempt, also when the waiting task was cancelled) and close. Never raises."""
+        """Log out (bounded, also when the waiting task was cancelled) and close. Never raises."""
         try:
-            if self._shared is not None:
-                shared, self._shared = self._shared, None
-                await shared.release()  # the shared session logs out when its last user is gone
-            if self._vcenter is not None and self._vcenter.is_open:
-                vcenter = self._vcenter
-                await asyncio.wait_for(self.run(lambda _: vcenter.logout(), RetryPolicy(attempts=1)), timeout)
+            await self._end_session(timeout)
         except (VCenterError, asyncio.TimeoutError, OSError) as err:
             self.log.warning("Could not log out of vCenter: %s", err)
         finally:
@@ -287,3 +300,17 @@ class AsyncBackupJobHook:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+async def _probe_tls(probe: Probe) -> list[str] | None:
+    """The certificate's names if the port completes a TLS handshake, else None (cf. probe_tls)."""
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(probe.host, probe.port, ssl=probe.context, server_hostname=probe.host),
+            probe.timeout,
+        )
+    except (OSError, ValueError, asyncio.TimeoutError):
+        return None
+    names = peer_names(writer.get_extra_info("peercert"))
+    writer.close()
+    return names

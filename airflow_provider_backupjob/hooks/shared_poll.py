@@ -19,14 +19,18 @@ import asyncio
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
-from airflow_provider_backupjob.hooks.shared_session import SessionKey, _retrieve, sharing_enabled
+from airflow_provider_backupjob.hooks.shared_session import (
+    LINGER_MAX,
+    SessionKey,
+    _retrieve,
+    sharing_enabled,
+)
 from airflow_provider_backupjob.models import BackupJobStatus
 
 if TYPE_CHECKING:
     from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
 
-LINGER_MAX = 60.0
-CLOSE_TIMEOUT = 10.0  # a shared session lingers at most one poll interval, and never more than this
+CLOSE_TIMEOUT = 10.0  # how long a closing poller lets its cancelled poll unwind
 
 
 class JobFetcher(Protocol):

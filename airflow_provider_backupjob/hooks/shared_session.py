@@ -12,8 +12,9 @@ appliance with the same user, password, TLS settings and API style share one :cl
   interval) for hooks arriving in turn, then logs out; a last user that is being cancelled (a
   triggerer shutting down) logs out at once.
 
-The wire stays in :mod:`~airflow_provider_backupjob.protocol`: logins and logouts are its
-``VCenterSession`` exchanges, requests run on a :class:`~airflow_provider_backupjob.protocol.BorrowedSession`.
+Nothing here sends: logins and the logout run on a :class:`Holder` (a hook of a session of its own,
+driven by the transport core like any other, which masks each new token), and each request of a user
+runs on a :class:`~airflow_provider_backupjob.protocol.BorrowedSession` driven by that user's hook.
 The token lives in this process's memory only; the key holds an HMAC of the password under a key
 made at import, never the password.
 """
@@ -24,41 +25,45 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import logging
 import os
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from airflow_provider_backupjob.exceptions import VCenterApiError, VCenterError
+from airflow_provider_backupjob.exceptions import VCenterApiError
 from airflow_provider_backupjob.protocol import (
     BorrowedSession,
+    Dialect,
     Exchange,
-    HttpRequest,
-    HttpResponse,
     SessionExpired,
     VCenterSession,
-    drive_async,
 )
+from airflow_provider_backupjob.retry import RetryPolicy
 from airflow_provider_backupjob.settings import ConnectionSettings
 
 T = TypeVar("T")
-Send = Callable[[HttpRequest], Awaitable[HttpResponse]]
-Drive = Callable[[Exchange[T]], Awaitable[T]]
+Drive = Callable[[VCenterSession], Awaitable[T]]
+"""Run one exchange of a user in the session it is given (its hook's core does the sending)."""
 
 ENV_SWITCH = "BACKUPJOB_SHARED_SESSIONS"  # "0": every trigger keeps its own session and polls itself
 LOGOUT_TIMEOUT = 10.0
+LINGER_MAX = 60.0  # a shared session lingers at most one poll interval, and never more than this
 # a request gives up after being the first to see this many tokens refused: the others that share
 # the session see the same expiries, and one expiry per request cycle is not the service failing
 REFUSALS = 3
 _PASSWORD_KEY = os.urandom(32)  # per process: the fingerprints below mean nothing outside it
-log = logging.getLogger(__name__)
 
 
 def sharing_enabled() -> bool:
     """Whether triggers share sessions and polls: yes unless ``BACKUPJOB_SHARED_SESSIONS=0``."""
     return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def linger_for(poll_interval: float) -> float | None:
+    """A trigger hook's ``shared_session_linger``: one poll interval, at most LINGER_MAX; None
+    (a session of its own) with sharing off."""
+    return min(max(0.0, float(poll_interval)), LINGER_MAX) if sharing_enabled() else None
 
 
 @dataclass(frozen=True)
@@ -77,12 +82,24 @@ class SessionKey:
         return cls(settings.base_url, settings.username, digest, tls, settings.api_style)
 
 
-@dataclass(frozen=True)
-class Transport:
-    """How a shared session reaches its appliance for its own logins and logout."""
+class Holder(Protocol):
+    """What a shared session logs in and out with: a hook of one session of its own (the password's),
+    whose :meth:`run` drives exchanges through the transport core; :meth:`aclose` logs that session
+    out (bounded, never raises) and lets go of its client."""
 
-    send: Send
-    aclose: Callable[[], Awaitable[None]]
+    async def run(
+        self, operation: Callable[[VCenterSession], Exchange[T]], policy: RetryPolicy | None = None
+    ) -> T: ...
+
+    async def aclose(self, timeout: float = ...) -> None: ...
+
+
+def _login(session: VCenterSession) -> Exchange[tuple[str, Dialect]]:
+    """Log the holder's session in (again) and hand out what its users borrow."""
+    yield from session.login()
+    assert session.token is not None
+    assert session.dialect is not None
+    return session.token, session.dialect
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -94,15 +111,13 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 class SharedSession:
     """One session of one appliance for every hook of one event loop with the same :class:`SessionKey`."""
 
-    def __init__(
-        self, registry: SharedSessions, key: SessionKey, owner: VCenterSession, transport: Transport
-    ):
+    def __init__(self, registry: SharedSessions, key: SessionKey, holder: Holder):
         self.key = key
         self.users = 0
         self.logins = 0  # successful logins of this shared session (for tests and benchmarks)
         self._registry = registry
-        self._owner = owner  # holds the password for logins; its token is the shared one
-        self._transport = transport
+        self._holder = holder  # its session holds the password for logins; its token is the shared one
+        self._lent: tuple[str, Dialect] | None = None  # the token and dialect of the last login
         self._generation = 0  # bumped by each login: which token a 401 was answered to
         self._valid = False
         self._login: asyncio.Task[None] | None = None
@@ -118,7 +133,7 @@ class SharedSession:
     # ---- the token ------------------------------------------------------------------------------
     async def _log_in(self) -> None:
         try:
-            await drive_async(self._owner.login(), self._transport.send)
+            self._lent = await self._holder.run(_login)
             self._generation += 1
             self._valid = True
             self.logins += 1
@@ -128,8 +143,8 @@ class SharedSession:
     async def borrow(self) -> tuple[int, BorrowedSession]:
         """The current token (logging in first if there is none, one login for all who ask)."""
         for _ in range(3):  # bounded: another waiter's 401 may drop a fresh token before we see it
-            if self._valid and self._owner.token is not None and self._owner.dialect is not None:
-                return self._generation, BorrowedSession(self._owner.token, self._owner.dialect)
+            if self._valid and self._lent is not None:
+                return self._generation, BorrowedSession(*self._lent)  # one per run: 401s are its own
             if self._login is None:
                 self._login = asyncio.get_running_loop().create_task(self._log_in())
                 self._login.add_done_callback(_retrieve)
@@ -145,8 +160,8 @@ class SharedSession:
             return True
         return False
 
-    async def run(self, exchange_of: Callable[[VCenterSession], Exchange[T]], drive: Drive[T]) -> T:
-        """Drive ``exchange_of(session)`` on the shared token; on a 401, again on a new one.
+    async def run(self, drive: Drive[T]) -> T:
+        """``drive`` one exchange in a session on the shared token; on a 401, again on a new one.
 
         A 401 on a token some other user saw refused first is no news and costs no try; a request
         that is itself the first to see REFUSALS fresh tokens refused in a row gives up, as a lone
@@ -156,7 +171,7 @@ class SharedSession:
         for _ in range(4 * REFUSALS):  # bounded
             generation, session = await self.borrow()
             try:
-                return await drive(exchange_of(session))
+                return await drive(session)
             except SessionExpired:
                 refused += self.expired(generation)
                 if refused >= limit:
@@ -207,15 +222,9 @@ class SharedSession:
             if self._login is not None:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await asyncio.wait_for(asyncio.shield(self._login), LOGOUT_TIMEOUT)
-            if self._valid:
-                self._valid = False
-                await asyncio.wait_for(
-                    drive_async(self._owner.logout(), self._transport.send), LOGOUT_TIMEOUT
-                )
-        except (VCenterError, asyncio.TimeoutError, OSError) as err:
-            log.warning("Could not log out of vCenter %s: %s", self.key.base_url, err)
         finally:
-            await self._transport.aclose()
+            self._valid, self._lent = False, None
+            await self._holder.aclose(LOGOUT_TIMEOUT)  # logs out the holder's session, if open
 
 
 class SharedSessions:
@@ -234,20 +243,17 @@ class SharedSessions:
         return list(self._here().values())
 
     def acquire(
-        self, settings: ConnectionSettings, tls: object, transport: Callable[[], Transport], linger: float
+        self, settings: ConnectionSettings, tls: object, holder: Callable[[], Holder], linger: float
     ) -> SharedSession:
         """The loop's session for these settings, made (without logging in yet) if there is none.
 
-        ``transport`` is called only for a new session; ``linger`` is this user's poll interval.
+        ``holder`` is called only for a new session; ``linger`` is this user's poll interval.
         """
         key = SessionKey.of(settings, tls)
         here = self._here()
         shared = here.get(key)
         if shared is None:
-            owner = VCenterSession(
-                username=settings.username, password=settings.password, api_style=settings.api_style
-            )
-            shared = here[key] = SharedSession(self, key, owner, transport())
+            shared = here[key] = SharedSession(self, key, holder())
         shared._acquire(max(0.0, linger))
         return shared
 

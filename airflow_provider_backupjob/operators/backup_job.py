@@ -17,19 +17,13 @@ from airflow.sdk.exceptions import (
 )
 
 from airflow_provider_backupjob.settings import DEFAULT_CONN_ID
-from airflow_provider_backupjob.waiting import (
-    OwnsBackupJobHook,
-    event_outcome,
-    job_outcome,
-    poll,
-    seconds,
-)
+from airflow_provider_backupjob.waiting import OwnsBackupJobHook, seconds
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.sdk.types import TaskInstanceKey
 
-    from airflow_provider_backupjob.models import BackupRequest
+    from airflow_provider_backupjob.models import BackupJobStatus, BackupRequest
 
 
 class VCenterApplianceLink(BaseOperatorLink):
@@ -50,15 +44,17 @@ class StartBackupJobOperator(OwnsBackupJobHook, BaseOperator):
 
     The job id is pushed to XCom (key ``job_id``) as soon as the appliance accepted the job; with
     ``wait_for_completion`` the return value is the final status dict, with the outcomes of
-    :class:`~airflow_provider_backupjob.sensors.backup_job.BackupJobSensor`. If the task is killed,
-    its ``execution_timeout`` passes, or the wait's ``timeout`` passes, the job is cancelled on the
-    appliance. A start is never sent twice.
+    :class:`~airflow_provider_backupjob.sensors.backup_job.BackupJobSensor`. If the task is killed
+    (also while deferred: marked failed or success, or cleared), its ``execution_timeout`` passes, or
+    the wait's ``timeout`` passes, the job is cancelled on the appliance; a triggerer restart does not
+    cancel it, the wait resumes. A start is never sent twice.
 
     The location's user and password and the backup password come from ``location_conn_id`` (login,
     password, and the extra ``backup_password``) or from the arguments of the same names; either way
     they are masked in logs and kept out of templated fields and XCom.
 
-    :param location: URL of the backup folder (templated), e.g. ``sftp://backup.example.com/vcsa``.
+    :param location: URL of the backup folder with its scheme (templated), e.g.
+        ``sftp://backup.example.com/vcsa``.
     :param location_type: FTP, HTTP, FTPS, HTTPS, SCP, SFTP, NFS or SMB; by default the URL's scheme.
     :param parts: the parts to back up (templated); ``common`` is always included by vCenter.
     :param poll_interval: seconds between polls while waiting.
@@ -128,7 +124,16 @@ class StartBackupJobOperator(OwnsBackupJobHook, BaseOperator):
         for secret in (password, backup_password):
             if secret:
                 mask_secret(secret)
-        location_type = self.location_type or urlsplit(self.location).scheme.upper()
+        from airflow_provider_backupjob.exceptions import VCenterConfigError
+
+        scheme = urlsplit(self.location).scheme if "://" in self.location else ""
+        if not scheme:
+            example = f"{(self.location_type or 'sftp').lower()}://{self.location.lstrip('/')}"
+            raise VCenterConfigError(
+                f"location {self.location!r:.200} has no scheme: give the backup folder as a URL, "
+                f"e.g. {example!r:.200} (ftp, ftps, http, https, scp, sftp, nfs or smb)"
+            )
+        location_type = self.location_type or scheme.upper()
         return BackupRequest(
             parts=[self.parts] if isinstance(self.parts, str) else list(self.parts),
             location_type=location_type,
@@ -141,45 +146,54 @@ class StartBackupJobOperator(OwnsBackupJobHook, BaseOperator):
         )
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_backupjob.exceptions import (
-            BackupAlreadyRunning,
-            VCenterError,
-            VCenterUnavailableError,
-        )
-
         try:
-            try:
-                status = self.hook.start_backup(self.backup_request())
-            except BackupAlreadyRunning as err:
-                raise AirflowException(str(err)) from None
-            except VCenterUnavailableError as err:
-                raise AirflowException(
-                    f"the request to start a backup got no answer ({err}); it may have started on the "
-                    "appliance, so it was not sent again: look at the appliance's backup jobs before a retry"
-                ) from None
-            except VCenterError as err:  # VCenterConfigError (a bad request, nothing sent) included
-                job_outcome(err.job_id or "(new)", None, err)  # raises the task outcome for this error
-                raise  # pragma: no cover
-            self.job_id = status.id
-            ti = context["ti"]
-            ti.xcom_push(key="job_id", value=status.id)
-            ti.xcom_push(key=VCenterApplianceLink().xcom_key, value=self.hook.settings.ui_url)
-            self.log.info(
-                "Started backup job %s on vCenter %s to %s", status.id, self.hook.settings.host, self.location
-            )
+            status = self._start()
+            self._announce(context, status)
             if not self.wait_for_completion:
                 self._finished = True
                 return status.to_dict()
+            deadline = self._deadline(context)
             if self.deferrable:
-                self._defer(context)
-            return self._wait()
+                self._defer(deadline)
+            return self._wait(deadline)
         except AirflowTaskTimeout as err:  # execution_timeout: stop the backup we started
             self._cancel(f"the task's execution_timeout passed ({type(err).__name__})")
             raise
         finally:
             self._close_hook()
 
+    def _start(self) -> BackupJobStatus:
+        """Send the start once; a failure becomes the task's error, saying whether it may have started."""
+        from airflow_provider_backupjob.exceptions import (
+            BackupAlreadyRunning,
+            VCenterError,
+            VCenterUnavailableError,
+        )
+        from airflow_provider_backupjob.outcome import error_outcome
+
+        try:
+            return self.hook.start_backup(self.backup_request())
+        except BackupAlreadyRunning as err:
+            raise AirflowException(str(err)) from None
+        except VCenterUnavailableError as err:
+            raise AirflowException(
+                f"the request to start a backup got no answer ({err}); it may have started on the "
+                "appliance, so it was not sent again: look at the appliance's backup jobs before a retry"
+            ) from None
+        except VCenterError as err:  # VCenterConfigError (a bad request, nothing sent) included
+            raise error_outcome(err.job_id or "(new)", err) from None
+
+    def _announce(self, context: Context, status: BackupJobStatus) -> None:
+        self.job_id = status.id
+        ti = context["ti"]
+        ti.xcom_push(key="job_id", value=status.id)
+        ti.xcom_push(key=VCenterApplianceLink().xcom_key, value=self.hook.settings.ui_url)
+        self.log.info(
+            "Started backup job %s on vCenter %s to %s", status.id, self.hook.settings.host, self.location
+        )
+
     def _deadline(self, context: Context) -> float:
+        """When the wait ends (epoch): its ``timeout``, or the task's ``execution_timeout`` if sooner."""
         deadline = time.time() + self.wait_timeout
         if self.execution_timeout is not None:
             started = context["ti"].start_date
@@ -187,30 +201,33 @@ class StartBackupJobOperator(OwnsBackupJobHook, BaseOperator):
                 deadline = min(deadline, started.timestamp() + self.execution_timeout.total_seconds())
         return deadline
 
-    def _wait(self) -> Any:
-        assert self.job_id is not None
-        deadline = time.monotonic() + self.wait_timeout
-        for _ in range(10_000_000):  # bounded by the deadline
-            outcome = poll(
-                self.hook, self.job_id, max_outage=self.max_outage, pause=self.poll_interval, log=self.log
-            )
-            if outcome.is_done:
-                self._finished = True
-                return outcome.xcom_value
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self._cancel(f"the wait's timeout ({self.wait_timeout:g} s) passed")
-                raise AirflowFailException(
-                    f"timed out waiting for backup job {self.job_id}; it was cancelled"
-                )
-            time.sleep(min(self.poll_interval, left))
-        raise AirflowException("wait loop exhausted")  # pragma: no cover
+    def _wait(self, deadline: float) -> Any:
+        """Wait in this worker; through an outage up to ``max_outage``, never past the deadline."""
+        from airflow_provider_backupjob.outage import Wait, wait_in_worker
+        from airflow_provider_backupjob.outcome import job_outcome
 
-    def _defer(self, context: Context) -> None:
+        assert self.job_id is not None
+        wait = Wait(
+            self.job_id,
+            poll_interval=self.poll_interval,
+            max_outage=self.max_outage,
+            deadline=deadline,
+            log=self.log,
+        )
+        ended = wait_in_worker(wait, self.hook.get_job)
+        if ended.answer is None:
+            self._cancel(f"the wait's timeout ({self.wait_timeout:g} s) passed")
+            raise AirflowFailException(
+                f"{ended.timeout_message(self.job_id, 'timeout reached')}; it was cancelled"
+            )
+        result = job_outcome(self.job_id, ended.answer).xcom_value
+        self._finished = True
+        return result
+
+    def _defer(self, deadline: float) -> None:
         from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
 
         assert self.job_id is not None
-        deadline = self._deadline(context)
         self.defer(
             trigger=BackupJobTrigger(
                 job_id=self.job_id,
@@ -218,21 +235,22 @@ class StartBackupJobOperator(OwnsBackupJobHook, BaseOperator):
                 poll_interval=self.poll_interval,
                 deadline=deadline,
                 max_outage=self.max_outage,
+                cancel_on_kill=True,  # this task started the job: a user's kill while deferred cancels it
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=max(deadline - time.time(), 1.0) + 60),  # the trigger's own comes first
         )
 
     def execute_complete(self, context: Context, event: Any = None) -> Any:
+        from airflow_provider_backupjob.outcome import event_outcome
+
         job_id = event.get("job_id") if isinstance(event, dict) else None
         self.job_id = job_id if isinstance(job_id, str) else None
         try:
             return event_outcome(self.job_id or "", event).xcom_value
-        except AirflowSensorTimeout:
+        except AirflowSensorTimeout as timed_out:
             self._cancel("the wait's timeout passed")
-            raise AirflowFailException(
-                f"timed out waiting for backup job {self.job_id}; it was cancelled"
-            ) from None
+            raise AirflowFailException(f"{timed_out}; it was cancelled") from None
         finally:
             self._close_hook()
 

@@ -22,6 +22,16 @@ Behaviour choices where the spec leaves room:
   initial state (NONE if ``none_polls`` else INPROGRESS with progress 0; the outcome if both are 0).
   "Is a backup running" (``feature_in_use``) uses that state, so a job that was never polled to its end
   blocks new starts: remove it, cancel it, or poll it.
+* Jobs have a type: MANUAL (started by POST, or ``add_job``) or SCHEDULED (``add_job(job_type=...)``,
+  or the schedule: ``set_schedule(interval, outcomes, run_seconds, first_in, count)`` / ``--schedule``
+  starts one every ``interval`` seconds, created lazily on the next request, stamped with its
+  scheduled start time, running ``run_seconds`` by the clock). ``add_job(started_ago=...)`` back-dates
+  a job (and its id).
+* The details call (``.../job/details``, ``jobs=`` on /api as an object keyed by id, ``filter.jobs=`` on
+  /rest as ``[{key, value}]``) answers the vendor's ``Details.Info`` with every required field; its
+  ``error`` is an object, as real appliances send (the generated spec says string). Reading details
+  counts no poll: a poll-driven job moves on only by GETs. ``set_details_enabled(False)``
+  (``--no-details``) answers it 404, as vCenter 6.5 does (with ``--rest-only``: a 6.5 appliance).
 * ``default_message`` texts are rendered (args substituted), ``args`` carry the raw values.
 * Start validates ``parts`` (list of known ids: common, seat), ``location_type``, ``location`` and
   ``backup_password`` length (8-20). ``stats()["started_requests"]`` records accepted BackupRequests
@@ -39,9 +49,8 @@ from __future__ import annotations
 from .client import SimulatorClient, SimulatorError
 from .faults import FAULT_KINDS
 from .inprocess import Simulator
-from .model import JobScript, VapiError
+from .model import ADMIN_USER, JobScript, VapiError
 from .state import (
-    ADMIN_USER,
     DEFAULT_PASSWORD,
     DEFAULT_USERS,
     READONLY_USER,

@@ -47,6 +47,24 @@ def _job(spec: str) -> tuple[str | None, JobScript]:
     return fields[0] or None, script
 
 
+def _schedule(spec: str) -> dict[str, object]:
+    fields = spec.split(":")
+    if len(fields) > 3 or not fields[0]:
+        raise argparse.ArgumentTypeError(f"expected INTERVAL[:OUTCOMES[:RUN_SECONDS]], got {spec!r}")
+    fields += [""] * (3 - len(fields))
+    try:
+        interval = float(fields[0])
+        outcomes = [o.upper() for o in fields[1].split(",") if o] or ["SUCCEEDED"]
+        for outcome in outcomes:
+            JobScript(outcome)
+        run_seconds = float(fields[2] or 2.0)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad --schedule {spec!r}: {exc}") from exc
+    if interval <= 0 or run_seconds < 0:
+        raise argparse.ArgumentTypeError(f"bad --schedule {spec!r}: INTERVAL > 0 and RUN_SECONDS >= 0")
+    return {"interval": interval, "outcomes": outcomes, "run_seconds": run_seconds}
+
+
 def _script(spec: str) -> JobScript:
     return _job(":" + spec)[1]
 
@@ -61,6 +79,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port-file", help="write the bound port to this file once listening")
     p.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
     p.add_argument("--rest-only", action="store_true", help="answer 404 on /api (an appliance before 7.0 U2)")
+    p.add_argument(
+        "--no-details",
+        action="store_true",
+        help="answer 404 on .../backup/job/details (with --rest-only: a vCenter 6.5 appliance)",
+    )
+    p.add_argument(
+        "--schedule",
+        type=_schedule,
+        default=None,
+        metavar="INTERVAL[:OUTCOMES[:RUN_SECONDS]]",
+        help="start a SCHEDULED job every INTERVAL seconds; OUTCOMES a comma list cycled through "
+        "(default SUCCEEDED); each runs RUN_SECONDS (default 2), e.g. 60:SUCCEEDED,FAILED:5",
+    )
     p.add_argument("--session-cap", type=int, default=550, help="sessions per user (default 550)")
     p.add_argument(
         "--idle-timeout", type=float, default=1800.0, help="session idle timeout, s (default 1800)"
@@ -126,6 +157,9 @@ def build_state(args: argparse.Namespace) -> SimState:
         start_script=args.start_script,
         seed=args.seed,
     )
+    state.configure(details_enabled=not args.no_details)
+    if args.schedule:
+        state.set_schedule(**args.schedule)
     for job_id, script in args.job:
         jid = state.add_job(job_id, script.outcome, script.none_polls, script.inprogress_polls)
         print(

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .faults import FAULT_KINDS, Fault
+from . import control
+from .faults import Fault
 from .model import BASIC_CHALLENGE, PARTS, VapiError, message
 from .state import SimState
 
@@ -266,32 +267,5 @@ class App:
             return json_response(400, {"error": f"{type(exc).__name__}: {exc}"})
 
     def _control_call(self, m: str, path: str, body: dict[str, Any]) -> Any:
-        st = self.state
         sub = path[len(CONTROL_PREFIX) :].strip("/")
-        if sub.startswith("jobs/"):
-            job_id = unquote(sub[len("jobs/") :])
-            if m == "GET":
-                info = st.job_info(job_id)
-                if info is None:
-                    raise LookupError(f"no job {job_id}")
-                return {"id": job_id, "state": info["status"]["state"], **info}
-            if m == "DELETE":
-                return {"removed": st.remove_job(job_id)}
-        routes: dict[tuple[str, str], Callable[[], Any]] = {
-            ("POST", "jobs"): lambda: {"id": st.add_job(**body)},
-            ("GET", "jobs"): lambda: {"jobs": st.list_jobs()},
-            ("POST", "faults"): lambda: {"pending": st.inject(**body)},
-            ("DELETE", "faults"): st.clear_faults,
-            ("POST", "chaos"): lambda: st.set_chaos(**body),
-            ("POST", "expire-sessions"): lambda: {"expired": st.expire_all_sessions()},
-            ("GET", "stats"): st.stats,
-            ("POST", "reset-counters"): st.reset_counters,
-            ("POST", "config"): lambda: st.configure(**body),
-            ("POST", "start-script"): lambda: st.set_start_script(**body),
-            ("GET", "health"): lambda: {"ok": True, "fault_kinds": list(FAULT_KINDS)},
-        }
-        call = routes.get((m, sub))
-        if call is None:
-            raise LookupError(f"no control route {m} {path}")
-        result = call()
-        return {"ok": True} if result is None else result
+        return control.answer(self.state, m, sub, body)

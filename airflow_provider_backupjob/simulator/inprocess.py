@@ -10,11 +10,12 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
+from .control import ControlApi, run_locally
 from .server import SimServer
 from .state import SimState
 
 
-class Simulator:
+class Simulator(ControlApi):
     """Run a simulated vCenter appliance in-process.
 
     ``with Simulator() as sim: requests.post(sim.base_url + "/api/session", auth=...)``.
@@ -110,69 +111,6 @@ class Simulator:
     def base_url(self) -> str:
         return self._server.base_url
 
-    # ---- control (same names and signatures as SimulatorClient) ---------------------------------
-    def add_job(
-        self,
-        job_id: str | None = None,
-        outcome: str = "SUCCEEDED",
-        none_polls: int = 0,
-        inprogress_polls: int = 3,
-        end_time_null: bool = False,
-        messages: list[dict[str, Any]] | list[str] | None = None,
-    ) -> str:
-        return self.state.add_job(job_id, outcome, none_polls, inprogress_polls, end_time_null, messages)
-
-    def remove_job(self, job_id: str) -> bool:
-        return self.state.remove_job(job_id)
-
-    def job_state(self, job_id: str) -> str | None:
-        return self.state.job_state(job_id)
-
-    def job_info(self, job_id: str) -> dict[str, Any] | None:
-        return self.state.job_info(job_id)
-
-    def inject(
-        self,
-        kind: str,
-        *,
-        method: str | None = None,
-        path_contains: str | None = None,
-        times: int = 1,
-        delay: float = 0.0,
-    ) -> int:
-        return self.state.inject(kind, method=method, path_contains=path_contains, times=times, delay=delay)
-
-    def set_chaos(
-        self, rate: float, seed: int = 0, kinds: list[str] | None = None, delay: float = 0.1
-    ) -> None:
-        self.state.set_chaos(rate, seed, kinds, delay)
-
-    def clear_faults(self) -> None:
-        self.state.clear_faults()
-
-    def expire_all_sessions(self) -> int:
-        return self.state.expire_all_sessions()
-
-    def stats(self) -> dict[str, Any]:
-        return self.state.stats()
-
-    def reset_counters(self) -> None:
-        self.state.reset_counters()
-
-    def set_api_enabled(self, enabled: bool) -> None:
-        self.state.configure(api_enabled=enabled)
-
-    def set_session_cap(self, cap: int) -> None:
-        self.state.configure(session_cap=cap)
-
-    def set_idle_timeout(self, seconds: float) -> None:
-        self.state.configure(idle_timeout=seconds)
-
-    def set_start_script(
-        self,
-        outcome: str = "SUCCEEDED",
-        none_polls: int = 0,
-        inprogress_polls: int = 3,
-        end_time_null: bool = False,
-    ) -> None:
-        self.state.set_start_script(outcome, none_polls, inprogress_polls, end_time_null)
+    # ---- control: the methods of ControlApi, run on the state in-process ---------------------------
+    def _call(self, name: str, args: dict[str, Any]) -> Any:
+        return run_locally(self.state, name, args)

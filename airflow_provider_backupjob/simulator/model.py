@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,11 @@ Json = Any
 Message = dict[str, Any]
 
 JOB_STATES = ("NONE", "INPROGRESS", "SUCCEEDED", "FAILED")
+JOB_TYPES = frozenset({"SCHEDULED", "MANUAL"})
+# where jobs added without a start request (add_job, the schedule) were written
+DEFAULT_LOCATION = "sftp://backup.example.com/vcsa"
+DEFAULT_LOCATION_USER = "backup"
+BUILD = {"version_name": "8.0.3 GA", "version": "8.0.3.00000", "build_number": "24000000"}
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED"})
 OUTCOMES = frozenset(TERMINAL_STATES)
 LOCATION_TYPES = frozenset({"FTP", "HTTP", "FTPS", "HTTPS", "SCP", "SFTP", "NFS", "SMB"})
@@ -51,6 +57,7 @@ def normalize_message(raw: Mapping[str, Any] | str) -> Message:
     }
 
 
+ADMIN_USER = "administrator@vsphere.local"
 AUTH_REQUIRED = message("com.vmware.vapi.endpoint.method.authentication.required", "Authentication required.")
 AUTHZ_INVALID = message("vapi.security.authorization.invalid", "Unable to authorize user")
 BASIC_CHALLENGE = 'Basic realm="com.vmware.vapi"'
@@ -77,6 +84,13 @@ def iso_utc(epoch: float) -> str:
     """ISO 8601 UTC with milliseconds: 2015-01-01T22:13:05.651Z."""
     t = dt.datetime.fromtimestamp(epoch, tz=dt.timezone.utc)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def job_type(value: Any) -> str:
+    text = str(value).upper()
+    if text not in JOB_TYPES:
+        raise ValueError(f"job_type must be SCHEDULED or MANUAL, not {value!r}")
+    return text
 
 
 def new_job_id(epoch: float, rng: random.Random) -> str:
@@ -108,6 +122,9 @@ class Job:
     start_epoch: float
     terminal_messages: list[Message] | None = None
     request: dict[str, Any] | None = None
+    job_type: str = "MANUAL"
+    # a job that runs by the clock (the schedule's): INPROGRESS for run_seconds, then its outcome
+    run_seconds: float | None = None
     polls: int = 0
     gets: int = 0
     end_epoch: float | None = None
@@ -122,11 +139,17 @@ class Job:
         k = min(k, s.inprogress_polls)
         return max(1, min(99, k * 100 // (s.inprogress_polls + 1)))
 
-    def state_at(self, n: int) -> tuple[str, int]:
-        """State and progress of the answer to poll number `n` (0: before any poll)."""
+    def state_at(self, n: int, now: float | None = None) -> tuple[str, int]:
+        """State and progress of the answer to poll number `n` (0: before any poll); a job that runs
+        by the clock answers by `now` instead."""
         if self.canceled:
             return "FAILED", self.cancel_progress
         s = self.script
+        if self.run_seconds is not None and now is not None:
+            elapsed = now - self.start_epoch
+            if elapsed < self.run_seconds:
+                return "INPROGRESS", max(1, min(99, int(elapsed * 100 / self.run_seconds)))
+            return (s.outcome, 100) if s.outcome == "SUCCEEDED" else (s.outcome, 99)
         if n <= s.none_polls and s.none_polls:
             return "NONE", 0
         if n <= s.none_polls + s.inprogress_polls and (n or s.inprogress_polls):
@@ -135,10 +158,16 @@ class Job:
             return "SUCCEEDED", 100
         return "FAILED", self._progress_at(s.none_polls + s.inprogress_polls)
 
+    def state_now(self, now: float | None = None) -> str:
+        """The state the last answer reported (the initial state if never polled)."""
+        return self.state_at(self.polls, now)[0]
+
     @property
     def state(self) -> str:
-        """The state the last answer reported (the initial state if never polled)."""
-        return self.state_at(self.polls)[0]
+        return self.state_now(time.time() if self.run_seconds is not None else None)
+
+    def terminal_at(self, now: float) -> bool:
+        return self.state_now(now) in TERMINAL_STATES
 
     @property
     def terminal(self) -> bool:
@@ -146,9 +175,10 @@ class Job:
 
     def status(self, now: float) -> dict[str, Any]:
         """BackupJobStatus as of the last poll (does not count a poll)."""
-        state, progress = self.state_at(self.polls)
+        state, progress = self.state_at(self.polls, now)
         if state in TERMINAL_STATES and self.end_epoch is None:
-            self.end_epoch = max(now, self.start_epoch)
+            end = now if self.run_seconds is None else self.start_epoch + self.run_seconds
+            self.end_epoch = max(end, self.start_epoch)
         if self.canceled:
             msgs = [message("com.vmware.applmgmt.backup.job.canceled", "Backup job was canceled.")]
         elif state == "FAILED":
@@ -183,21 +213,28 @@ class Job:
     def poll(self, now: float) -> dict[str, Any]:
         """Count one GET of this job and answer its status."""
         self.gets += 1
-        if not self.terminal:
-            self.polls += 1
+        self._count_poll(now)
         return self.status(now)
 
+    def _count_poll(self, now: float) -> None:
+        if not self.terminal_at(now):
+            self.polls += 1
+
     def cancel(self, now: float) -> None:
-        self.cancel_progress = self.state_at(self.polls)[1]
+        self.cancel_progress = self.state_at(self.polls, now)[1]
         self.canceled = True
         self.end_epoch = max(now, self.start_epoch)
 
     def details(self, now: float) -> dict[str, Any]:
-        """Job Info (the 6.7+ details call), derived from the status."""
+        """Job ``Details.Info`` (6.7+) as the vendor's spec has it, as of the last poll (reading
+        details counts no poll: a watcher reading them does not move other clients' jobs on)."""
         st = self.status(now)
         status = {"NONE": "PENDING", "INPROGRESS": "RUNNING"}.get(st["state"], st["state"])
         req = self.request or {}
         info: dict[str, Any] = {
+            "description": message("com.vmware.applmgmt.backup.job.description", "Backup job"),
+            "service": "com.vmware.appliance.recovery.backup.job",
+            "operation": "create",
             "status": status,
             "cancelable": st["state"] not in TERMINAL_STATES,
             "progress": {
@@ -207,19 +244,26 @@ class Job:
                     "com.vmware.applmgmt.backup.job.progress", "Backup progress {0}%", [str(st["progress"])]
                 ),
             },
-            "type": "MANUAL" if self.request is not None else "SCHEDULED",
-            "location": str(req.get("location", "")),
-            "location_user": str(req.get("location_user") or ""),
+            "type": self.job_type,
+            "location": str(req.get("location") or DEFAULT_LOCATION),
+            "location_user": str(req.get("location_user") or DEFAULT_LOCATION_USER),
             "messages": st["messages"],
-            "start_time": st["start_time"],
-            "user": "administrator@vsphere.local",
-            "build": {"product_version": "8.0.3.00000", "build_number": "24000000"},
+            "user": ADMIN_USER if self.job_type == "MANUAL" else None,
+            "build": dict(BUILD),
+            "fast_backup": bool(req.get("fast_backup", False)),
         }
-        if "end_time" in st and st["end_time"] is not None:
+        if info["user"] is None:
+            del info["user"]  # unset: the system started it
+        if status != "PENDING":
+            info["start_time"] = st["start_time"]
+            end = self.end_epoch if st.get("end_time") is not None and self.end_epoch is not None else now
+            info["duration"] = int(max(0.0, end - self.start_epoch))
+            # a deterministic size that grows with progress: 40 MiB for a full backup
+            info["size"] = st["progress"] * 40 * 1024 * 1024 // 100
+        if st.get("end_time") is not None:
             info["end_time"] = st["end_time"]
-            info["duration"] = max(0.0, (self.end_epoch or now) - self.start_epoch)
-        if st["state"] == "FAILED":
-            info["error"] = st["messages"][0] if st["messages"] else None
+        if st["state"] == "FAILED" and st["messages"]:
+            info["error"] = st["messages"][0]  # an object on real appliances (a string in the spec)
         return info
 
 

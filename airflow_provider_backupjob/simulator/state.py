@@ -19,11 +19,13 @@ from typing import Any
 
 from .faults import Fault, FaultQueue
 from .model import (
+    ADMIN_USER,
     AUTHZ_INVALID,
     Job,
     JobScript,
     VapiError,
     iso_utc,
+    job_type,
     message,
     new_job_id,
     normalize_message,
@@ -32,10 +34,76 @@ from .model import (
 )
 
 DEFAULT_PASSWORD = "VMware1!sim"  # noqa: S105 - a simulator's well-known test password
-ADMIN_USER = "administrator@vsphere.local"
 READONLY_USER = "readonly@vsphere.local"
 DEFAULT_USERS: dict[str, str] = {ADMIN_USER: DEFAULT_PASSWORD, READONLY_USER: DEFAULT_PASSWORD}
 DEFAULT_UNPRIVILEGED: frozenset[str] = frozenset({READONLY_USER})
+
+
+def job_type_of(value: Any) -> str:
+    return job_type(value)
+
+
+@dataclass
+class Schedule:
+    """A backup schedule: SCHEDULED jobs at ``first + k * interval``."""
+
+    first: float
+    interval: float
+    outcomes: tuple[str, ...]
+    run_seconds: float | None
+    count: int | None
+    made: int = 0
+
+    @classmethod
+    def make(
+        cls,
+        now: float,
+        interval: float,
+        outcomes: list[str] | None,
+        run_seconds: float | None,
+        first_in: float | None,
+        count: int | None,
+    ) -> Schedule:
+        if interval <= 0:
+            raise ValueError("interval must be > 0 seconds")
+        chosen = tuple(str(o).upper() for o in (outcomes or ["SUCCEEDED"]))
+        for outcome in chosen:
+            JobScript(outcome)  # validates
+        if run_seconds is not None and float(run_seconds) < 0:
+            raise ValueError("run_seconds must be >= 0")
+        if count is not None and int(count) < 0:
+            raise ValueError("count must be >= 0")
+        start = now + (interval if first_in is None else float(first_in))
+        return cls(
+            start,
+            interval,
+            chosen,
+            None if run_seconds is None else float(run_seconds),
+            None if count is None else int(count),
+        )
+
+    def due(self, now: float) -> list[tuple[float, str]]:
+        """The (start time, outcome) of the jobs that should have started by ``now`` and have not."""
+        out: list[tuple[float, str]] = []
+        for _ in range(10_000):  # bounded: a long-idle simulator catches up at most this many
+            if self.count is not None and self.made >= self.count:
+                break
+            start = self.first + self.made * self.interval
+            if start > now:
+                break
+            out.append((start, self.outcomes[self.made % len(self.outcomes)]))
+            self.made += 1
+        return out
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "interval": self.interval,
+            "outcomes": list(self.outcomes),
+            "run_seconds": self.run_seconds,
+            "count": self.count,
+            "made": self.made,
+            "next_start": iso_utc(self.first + self.made * self.interval),
+        }
 
 
 @dataclass
@@ -77,6 +145,8 @@ class SimState:
         self.issued_tokens: list[str] = []
         self._by_user: dict[str, set[str]] = {}
         self.jobs: dict[str, Job] = {}
+        self.details_enabled = True
+        self._schedule: Schedule | None = None
         self._faults = FaultQueue()
         self.reset_counters()
 
@@ -90,6 +160,7 @@ class SimState:
 
     def count_request(self, route: str, dialect: str) -> None:
         with self._lock:
+            self._run_schedule()
             self.counters["requests"] += 1
             self.by_route[route] += 1
             self.by_dialect[dialect] += 1
@@ -113,6 +184,7 @@ class SimState:
                 "started_requests": [dict(r) for r in self.started_requests],
                 "pending_faults": self._faults.pending(),
                 "jobs": len(self.jobs),
+                "scheduled_jobs": c["scheduled_jobs"],
             }
 
     # ---- configuration --------------------------------------------------------------------------
@@ -122,10 +194,13 @@ class SimState:
         api_enabled: bool | None = None,
         session_cap: int | None = None,
         idle_timeout: float | None = None,
+        details_enabled: bool | None = None,
     ) -> None:
         with self._lock:
             if api_enabled is not None:
                 self.api_enabled = bool(api_enabled)
+            if details_enabled is not None:
+                self.details_enabled = bool(details_enabled)
             if session_cap is not None:
                 if int(session_cap) < 0:
                     raise ValueError("session_cap must be >= 0")
@@ -252,9 +327,9 @@ class SimState:
             return len(tokens)
 
     # ---- jobs -----------------------------------------------------------------------------------
-    def _new_id(self) -> str:
+    def _new_id(self, epoch: float | None = None) -> str:
         while True:
-            jid = new_job_id(self._wall(), self._rng)
+            jid = new_job_id(self._wall() if epoch is None else epoch, self._rng)
             if jid not in self.jobs:
                 return jid
 
@@ -266,13 +341,66 @@ class SimState:
         inprogress_polls: int = 3,
         end_time_null: bool = False,
         messages: list[dict[str, Any]] | list[str] | None = None,
+        job_type: str = "MANUAL",
+        started_ago: float = 0.0,
+        run_seconds: float | None = None,
     ) -> str:
+        """Add a job; ``started_ago`` seconds back (its id stamped with that time); ``run_seconds``:
+        it runs by the clock rather than by polls."""
         script = JobScript(str(outcome), int(none_polls), int(inprogress_polls), bool(end_time_null))
         msgs = None if messages is None else [normalize_message(m) for m in messages]
+        kind = job_type_of(job_type)
+        if float(started_ago) < 0:
+            raise ValueError("started_ago must be >= 0")
         with self._lock:
-            jid = job_id or self._new_id()
-            self.jobs[jid] = Job(jid, script, self._wall(), terminal_messages=msgs)
+            start = self._wall() - float(started_ago)
+            jid = job_id or self._new_id(start)
+            self.jobs[jid] = Job(
+                jid,
+                script,
+                start,
+                terminal_messages=msgs,
+                job_type=kind,
+                run_seconds=None if run_seconds is None else float(run_seconds),
+            )
             return jid
+
+    # ---- the backup schedule ---------------------------------------------------------------------
+    def set_schedule(
+        self,
+        interval: float | None,
+        outcomes: list[str] | None = None,
+        run_seconds: float | None = 2.0,
+        first_in: float | None = None,
+        count: int | None = None,
+    ) -> None:
+        """Start a SCHEDULED job every ``interval`` seconds (None: no schedule), the first after
+        ``first_in`` (default: one interval); their outcomes cycle through ``outcomes``; each runs
+        ``run_seconds`` by the clock (None: by polls, like added jobs); at most ``count`` jobs."""
+        with self._lock:
+            if interval is None:
+                self._schedule = None
+                return
+            self._schedule = Schedule.make(
+                self._wall(), float(interval), outcomes, run_seconds, first_in, count
+            )
+
+    def schedule_info(self) -> dict[str, Any] | None:
+        with self._lock:
+            self._run_schedule()
+            return None if self._schedule is None else self._schedule.info()
+
+    def _run_schedule(self) -> None:
+        """Create the SCHEDULED jobs whose start time has come (lazily, on every request)."""
+        plan = self._schedule
+        if plan is None:
+            return
+        for start, outcome in plan.due(self._wall()):
+            jid = self._new_id(start)
+            self.jobs[jid] = Job(
+                jid, JobScript(outcome, 0, 2), start, job_type="SCHEDULED", run_seconds=plan.run_seconds
+            )
+            self.counters["scheduled_jobs"] += 1
 
     def remove_job(self, job_id: str) -> bool:
         with self._lock:
@@ -281,7 +409,7 @@ class SimState:
     def job_state(self, job_id: str) -> str | None:
         with self._lock:
             job = self.jobs.get(job_id)
-            return None if job is None else job.state
+            return None if job is None else job.state_now(self._wall())
 
     def job_info(self, job_id: str) -> dict[str, Any] | None:
         """Status (without counting a poll) plus `polls`, `gets` and the start request, for tests."""
@@ -317,17 +445,31 @@ class SimState:
 
     def list_jobs(self) -> list[str]:
         with self._lock:
+            self._run_schedule()
             return sorted(self.jobs, reverse=True)
 
     def job_details(self, job_ids: Iterable[str] | None) -> dict[str, dict[str, Any]]:
+        """Details of the given jobs (all if None); 404 not_found where the appliance has none
+        (``details_enabled=False``: vCenter 6.5) or for an unknown id."""
         with self._lock:
-            ids = list(self.jobs) if job_ids is None else list(job_ids)
+            if not self.details_enabled:
+                raise VapiError(
+                    "not_found",
+                    [
+                        message(
+                            "vapi.method.input.invalid.interface",
+                            "Cannot find service 'com.vmware.appliance.recovery.backup.job.details'.",
+                        )
+                    ],
+                )
+            self._run_schedule()
+            ids = list(self.jobs) if job_ids is None else list(dict.fromkeys(job_ids))
             return {jid: self._job(jid).details(self._wall()) for jid in ids}
 
     def start_backup(self, piece: Any) -> dict[str, Any]:
         request = validate_backup_request(piece)
         with self._lock:
-            if any(not j.terminal for j in self.jobs.values()):
+            if any(not j.terminal_at(self._wall()) for j in self.jobs.values()):
                 raise VapiError(
                     "feature_in_use",
                     [
@@ -338,7 +480,7 @@ class SimState:
                     ],
                 )
             jid = self._new_id()
-            job = Job(jid, self.start_script, self._wall(), request=request)
+            job = Job(jid, self.start_script, self._wall(), request=request, job_type="MANUAL")
             self.jobs[jid] = job
             self.counters["backups_started"] += 1
             self.started_requests.append(dict(request))
@@ -347,7 +489,7 @@ class SimState:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         with self._lock:
             job = self._job(job_id)
-            if job.terminal:
+            if job.terminal_at(self._wall()):
                 raise VapiError(
                     "not_allowed_in_current_state",
                     [
