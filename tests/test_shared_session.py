@@ -6,9 +6,11 @@ Every count is the simulator's: logins, login failures, logouts, open sessions, 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from typing import Any
 
+import pendulum
 import pytest
 
 from airflow_provider_backupjob.hooks.shared_poll import job_pollers
@@ -21,7 +23,7 @@ from tests.helpers import Connect
 POLL = 0.05
 
 
-def trigger(job_id: str, conn_id: str = "vcenter_backup_default", **kwargs: Any) -> BackupJobTrigger:
+def trigger(job_id: str | None, conn_id: str = "vcenter_backup_default", **kwargs: Any) -> BackupJobTrigger:
     kwargs.setdefault("poll_interval", POLL)
     kwargs.setdefault("deadline", time.time() + 60)
     kwargs.setdefault("max_outage", 5.0)
@@ -192,3 +194,55 @@ async def test_sharing_off_keeps_a_session_per_trigger(
     assert all(e["status"] == "terminal" for e in events)
     stats = sim.stats()
     assert (stats["logins"], stats["logouts"], stats["open_sessions"]) == (5, 5, 0)
+
+
+@pytest.mark.asyncio
+async def test_selecting_triggers_find_their_job_on_the_shared_session(
+    sim: Simulator, connect: Connect
+) -> None:
+    """Without a job id a trigger selects each poll (find_job): no shared poll, but the loop's session."""
+    connect()
+    after = (pendulum.now("UTC") - dt.timedelta(seconds=60)).isoformat()
+    tonight = sim.add_job(job_type="SCHEDULED", inprogress_polls=2)
+    selecting = [trigger(None, started_after=after, job_type="SCHEDULED") for _ in range(30)]
+    events = await run_all([*selecting, trigger(tonight)])
+    assert all(e["status"] == "terminal" and e["job_id"] == tonight for e in events)
+    assert sim.stats()["logins"] == 1
+    await all_logged_out(sim)
+
+
+@pytest.mark.asyncio
+async def test_each_killed_trigger_sends_its_own_cancel_and_the_others_wait_on(
+    sim: Simulator, connect: Connect
+) -> None:
+    """A cancel on kill never goes through the shared poll: each killed operator's trigger sends its
+    own, on the shared session; the sensors waiting on the same job see it end as cancelled."""
+    connect()
+    job = sim.add_job(inprogress_polls=100_000)
+    killed = [trigger(job, cancel_on_kill=True) for _ in range(2)]
+    tasks = [asyncio.ensure_future(event_of(t)) for t in killed]
+    sensors = [asyncio.ensure_future(event_of(trigger(job))) for _ in range(5)]
+    await until(lambda: gets(sim) >= 2, "two shared polls")
+    for task in tasks:
+        task.cancel()
+    for t, task in zip(killed, tasks, strict=True):  # Airflow 3.3+: cancel the trigger, then on_kill()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(t.on_kill(), timeout=30)
+    assert sim.stats()["cancels"] == 1  # the second one found the job ended: refused, not cached
+    events = await asyncio.wait_for(asyncio.gather(*sensors), timeout=60)
+    assert all(e["status"] == "terminal" and e["job"]["state"] == "FAILED" for e in events)
+    stats = await all_logged_out(sim)
+    assert stats["logins"] == 1 and stats["requests_by_route"]["POST cancel"] == 2
+
+
+@pytest.mark.asyncio
+async def test_the_shared_token_is_masked(sim: Simulator, connect: Connect) -> None:
+    from airflow.sdk.log import redact
+
+    connect()
+    job = sim.add_job(inprogress_polls=1)
+    assert all(e["status"] == "terminal" for e in await run_all([trigger(job) for _ in range(3)]))
+    (token,) = sim.state.issued_tokens
+    assert token not in str(redact(f"session {token}"))
+    await all_logged_out(sim)
