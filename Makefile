@@ -84,6 +84,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/request_economy.py
 	$(BIN)/python benchmarks/parse_cost.py
 	$(BIN)/python benchmarks/trigger_scale.py
+	$(BIN)/python benchmarks/crowd_fleet.py
 
 .PHONY: fuzz
 fuzz: $(STAMP)  # the properties with FUZZ_EXAMPLES each, from a fresh seed (FUZZ_SEED=n replays a run)

@@ -647,6 +647,35 @@ def _newest_match(
     return max(matches, key=lambda st: (st.start_time, st.id), default=None)
 
 
+class SessionExpired(Exception):
+    """A :class:`BorrowedSession`'s token was refused (401): its holder must log in again.
+
+    Carries nothing: the holder knows which token it lent.
+    """
+
+
+class BorrowedSession(VCenterSession):
+    """A session whose token is lent by a holder shared by many clients (the triggerer's shared
+    sessions): it never logs in or out itself. Where :class:`VCenterSession` would log in again
+    (a 401), it raises :class:`SessionExpired` so that the holder makes one login for all.
+    """
+
+    def __init__(self, token: str, dialect: Dialect) -> None:
+        super().__init__(username="", password="", api_style=dialect.value)
+        self._token = token
+
+    def __repr__(self) -> str:
+        return f"BorrowedSession(dialect={self.dialect}, {'open' if self._token else 'expired'})"
+
+    def login(self) -> Exchange[None]:
+        raise SessionExpired()
+        yield  # pragma: no cover - makes this a generator like the method it replaces
+
+    def logout(self) -> Exchange[bool]:
+        return False  # the holder logs out when its last user is gone
+        yield  # pragma: no cover
+
+
 def drive(exchange: Exchange[T], send: Callable[[HttpRequest], HttpResponse]) -> T:
     """Run an exchange with a synchronous transport."""
     try:

@@ -3,8 +3,9 @@
 For each N the same scenario runs twice, each time in a fresh worker process (this script with
 ``--worker``) so that memory and CPU start from the same place:
 
-* ours: ``BackupJobTrigger(job_id, poll_interval=interval)`` consumed with ``async for``; it logs in
-  once, polls until the job ends, logs out;
+* ours: ``BackupJobTrigger(job_id, poll_interval=interval)`` consumed with ``async for``; it polls
+  until the job ends on the loop's shared session (one login for all; ``BACKUPJOB_SHARED_SESSIONS=0``:
+  one login and logout per trigger);
 * theirs: the http provider's ``HttpTrigger`` polling the same ``GET /api/appliance/recovery/backup/job/{id}``
   with the ``vmware-api-session-id`` of one session made before the run. HttpTrigger makes one request
   and yields one event, so polling is emulated: run a new HttpTrigger once per poll, then
@@ -74,12 +75,12 @@ async def _ours(job_id: str, interval: float, limit: float) -> bool:
     return payload.get("status") == "terminal" and payload["job"]["state"] == "SUCCEEDED"
 
 
-async def _theirs(job_id: str, interval: float, session: str) -> bool:
+async def _theirs(job_id: str, interval: float, session: str, conn_id: str = "sim_http") -> bool:
     from airflow.providers.http.triggers.http import HttpTrigger
 
     for _ in range(4 * POLLS):  # bounded: the job ends after POLLS polls
         trigger = HttpTrigger(
-            http_conn_id="sim_http",
+            http_conn_id=conn_id,
             method="GET",
             endpoint=JOB_PATH.format(job_id),
             headers={"vmware-api-session-id": session, "Accept": "application/json"},
@@ -320,7 +321,8 @@ def report(results: dict[tuple[str, int, str], Any], final: dict[str, Any], inte
 
 NOTES = (
     "Notes: each scenario runs in a fresh worker process (this script with --worker; one event loop). "
-    "Ours logs in and out once per trigger inside the measurement (12 requests per job); theirs reuses "
+    "Ours shares one session among the loop's triggers (hooks/shared_session.py; with "
+    "BACKUPJOB_SHARED_SESSIONS=0 it logs in and out once per trigger, 12 requests per job); theirs reuses "
     "one session made before the run and opens a new aiohttp session (a new TCP connection) per poll, "
     "as HttpTrigger does (10 requests per job). CPU per poll = the worker's user+system CPU over the run "
     "/ the GET-job requests the simulator counted. RSS growth = peak RSS (sampled every 100 ms) minus RSS "

@@ -41,8 +41,13 @@ async def first_event(t: BackupJobTrigger) -> dict[str, Any]:
     return await asyncio.wait_for(collect(), timeout=60)
 
 
-def assert_no_session_left(sim: Simulator) -> None:
+async def assert_no_session_left(sim: Simulator) -> None:
     stats = sim.stats()
+    for _ in range(100):  # the triggerer's shared session logs out after a linger of one poll interval
+        if not stats["open_sessions"]:
+            break
+        await asyncio.sleep(0.02)
+        stats = sim.stats()
     assert stats["open_sessions"] == 0
     assert stats["logouts"] == stats["logins"] - stats["expired_sessions"]
 
@@ -82,7 +87,7 @@ async def test_success_with_one_session(sim: Simulator, connect: Connect, api_en
     assert event_outcome(job, event).xcom_value["id"] == job
     stats = sim.stats()
     assert stats["logins"] == 1 and stats["requests_by_route"]["GET job"] == 5
-    assert_no_session_left(sim)
+    await assert_no_session_left(sim)
 
 
 @pytest.mark.asyncio
@@ -92,7 +97,7 @@ async def test_failed_job(sim: Simulator, connect: Connect) -> None:
     event = await first_event(trigger(job))
     with pytest.raises(AirflowFailException, match="Target unreachable"):
         event_outcome(job, event)
-    assert_no_session_left(sim)
+    await assert_no_session_left(sim)
 
 
 @pytest.mark.asyncio
@@ -128,7 +133,7 @@ async def test_error_events(
     assert task_error is AirflowFailException or not isinstance(info.value, AirflowFailException)
     if setup == "outage":
         assert "max_outage" in str(info.value) and f"127.0.0.1:{sim.port}" in str(info.value)
-    assert_no_session_left(sim)
+    await assert_no_session_left(sim)
 
 
 @pytest.mark.asyncio
@@ -141,7 +146,7 @@ async def test_short_outage_and_expired_session_are_ridden_out(sim: Simulator, c
     event = await first_event(trigger(job, max_outage=30))
     assert event["job"]["state"] == "SUCCEEDED"
     assert sim.stats()["logins"] == 2
-    assert_no_session_left(sim)
+    await assert_no_session_left(sim)
 
 
 @pytest.mark.asyncio
@@ -152,7 +157,7 @@ async def test_deadline_gives_a_timeout_event(sim: Simulator, connect: Connect) 
     assert event["status"] == "timeout"
     with pytest.raises(AirflowSensorTimeout):
         event_outcome(job, event)
-    assert_no_session_left(sim)
+    await assert_no_session_left(sim)
 
 
 @pytest.mark.asyncio
@@ -168,7 +173,7 @@ async def test_cancellation_logs_out(sim: Simulator, connect: Connect) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert_no_session_left(sim)
+    await assert_no_session_left(sim)
 
 
 def deferrable_sensor(job_id: str, **kwargs: Any) -> BackupJobSensor:
@@ -189,7 +194,7 @@ def test_sensor_checks_once_then_defers(sim: Simulator, connect: Connect) -> Non
     assert 0 < kwargs["deadline"] - time.time() <= 30
     stats = sim.stats()
     assert (stats["logins"], stats["requests_by_route"]["GET job"]) == (1, 1)
-    assert_no_session_left(sim)
+    asyncio.run(assert_no_session_left(sim))
 
 
 def test_sensor_does_not_defer_for_a_finished_job(sim: Simulator, connect: Connect) -> None:
@@ -201,7 +206,7 @@ def test_sensor_does_not_defer_for_a_finished_job(sim: Simulator, connect: Conne
         deferrable_sensor(failed).execute({})
     with pytest.raises(AirflowFailException, match="does not exist"):
         deferrable_sensor("20990101-000000-1").execute({})
-    assert_no_session_left(sim)
+    asyncio.run(assert_no_session_left(sim))
 
 
 JOB = "20170717-132629-5318154"
@@ -278,9 +283,13 @@ def test_soft_fail_skips_in_deferrable_mode_too() -> None:
 
 
 @pytest.mark.asyncio
-async def test_triggers_of_one_loop_share_a_client_but_not_sessions(sim: Simulator, connect: Connect) -> None:
+async def test_triggers_of_one_loop_share_a_client_but_not_sessions(
+    sim: Simulator, connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from airflow_provider_backupjob.hooks.backup_job_async import _clients
+    from airflow_provider_backupjob.hooks.shared_session import ENV_SWITCH
 
+    monkeypatch.setenv(ENV_SWITCH, "0")  # the path without shared sessions (tests/test_shared_session.py)
     connect()
     jobs = [sim.add_job(inprogress_polls=i % 4) for i in range(40)]  # more than one client's worth
     events = await asyncio.gather(*(first_event(trigger(job)) for job in jobs))
@@ -288,7 +297,7 @@ async def test_triggers_of_one_loop_share_a_client_but_not_sessions(sim: Simulat
     assert all(e["job"]["state"] == "SUCCEEDED" for e in events)
     stats = sim.stats()
     assert stats["logins"] == stats["logouts"] == 40  # one session per trigger
-    assert_no_session_left(sim)
+    await assert_no_session_left(sim)
     assert _clients.open_clients() == 0  # the last trigger out closed the shared client
 
 
@@ -307,7 +316,7 @@ def test_sensor_defers_at_once_when_the_check_before_deferring_meets_an_outage(
     assert isinstance(info.value.trigger, BackupJobTrigger)
     assert sim.stats()["requests_by_route"]["GET job"] == 1  # one attempt, no retry in the worker
     assert info.value.trigger.serialize()[1]["cancel_on_kill"] is False  # the sensor started no job
-    assert_no_session_left(sim)
+    asyncio.run(assert_no_session_left(sim))
 
 
 def test_sensor_defers_at_once_when_vcenter_refuses_connections(sim: Simulator, connect: Connect) -> None:
@@ -330,7 +339,7 @@ async def test_deadline_during_an_outage_gives_a_timeout_event(sim: Simulator, c
         event_outcome(job, event)
     with pytest.raises(AirflowSkipException):
         deferrable_sensor(job, soft_fail=True).resume_execution("execute_complete", {"event": event}, {})
-    assert_no_session_left(sim)
+    await assert_no_session_left(sim)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -408,7 +417,7 @@ async def test_triggerer_restart_resumes_the_same_wait_without_cancelling(
     event = await first_event(import_string(path)(**kwargs))
     assert event["status"] == "terminal" and event["job"]["state"] == "SUCCEEDED"
     assert sim.stats()["cancels"] == 0 and sim.job_state(job) == "SUCCEEDED"
-    assert_no_session_left(sim)
+    await assert_no_session_left(sim)
 
 
 @pytest.mark.asyncio
@@ -425,7 +434,7 @@ async def test_on_kill_cancels_only_a_job_the_task_started(
     stats = sim.stats()
     assert stats["cancels"] == (1 if cancel_on_kill else 0)
     assert sim.job_state(job) == ("FAILED" if cancel_on_kill else "INPROGRESS")
-    assert_no_session_left(sim)
+    await assert_no_session_left(sim)
 
 
 @pytest.mark.asyncio
@@ -436,7 +445,7 @@ async def test_on_kill_after_the_event_cancels_nothing(sim: Simulator, connect: 
     assert (await first_event(t))["status"] == "terminal"
     await t.on_kill()
     assert sim.stats()["cancels"] == 0
-    assert_no_session_left(sim)
+    await assert_no_session_left(sim)
 
 
 @pytest.mark.asyncio
@@ -473,7 +482,7 @@ async def test_before_3_3_a_kill_is_read_from_the_task_state(
     assert call["task_ids"] == ["start_backup"] and call["run_ids"] == ["manual__1"]
     # 3.0's lookup has no map_index filter: the key ({task_id}_{map_index}) picks the task instead
     assert call.get("map_index") == (map_index if AIRFLOW_V_3_1_PLUS else None)
-    assert_no_session_left(sim)
+    await assert_no_session_left(sim)
 
 
 @pytest.mark.asyncio
@@ -490,7 +499,7 @@ async def test_before_3_3_no_cancel_without_a_user_kill_of_a_started_job(
     await start_then_cancel(t, sim)
     assert sim.stats()["cancels"] == 0 and sim.job_state(job) == "INPROGRESS"
     assert task_states == []
-    assert_no_session_left(sim)
+    await assert_no_session_left(sim)
 
 
 @pytest.mark.asyncio

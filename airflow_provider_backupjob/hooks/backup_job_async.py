@@ -28,6 +28,7 @@ from airflow_provider_backupjob.hooks._transport import (
     TransportCore,
     peer_names,
 )
+from airflow_provider_backupjob.hooks.shared_session import SessionKey, SharedSession, shared_sessions
 from airflow_provider_backupjob.models import (
     BackupJobDetails,
     BackupJobStatus,
@@ -79,8 +80,7 @@ class _SharedClients:
         return sum(len(pool) for pool in self._by_loop.get(asyncio.get_running_loop(), {}).values())
 
     def acquire(self, settings: ConnectionSettings, keepalive_expiry: float) -> httpx.AsyncClient:
-        trust = trust_version(settings) if settings.verify is not False else False
-        key = (settings.base_url, trust, settings.timeout, keepalive_expiry)
+        key = (settings.base_url, _trust(settings), settings.timeout, keepalive_expiry)
         clients = self._by_loop.setdefault(asyncio.get_running_loop(), {}).setdefault(key, {})
         for client, users in clients.items():
             if users < HOOKS_PER_CLIENT:
@@ -120,8 +120,17 @@ class _SharedClients:
 _clients = _SharedClients()
 
 
+def _trust(settings: ConnectionSettings) -> object:
+    """The TLS settings that make clients and sessions interchangeable (a renewed bundle is new)."""
+    return trust_version(settings) if settings.verify is not False else False
+
+
 class AsyncBackupJobHook(CoreOwner):
     """Async access to one appliance: one session for the hook's life, closed by :meth:`aclose`.
+
+    With ``shared_session_linger`` set (the triggers do), that session is the event loop's shared one
+    of its appliance and credentials (:mod:`.shared_session`), which logs out when its last hook has
+    let go and this many seconds have passed; None: a session of its own.
 
     The connection is resolved with Airflow's async-safe lookup; the HTTP client is made on first use.
     What it shares with the sync hook lives in :mod:`._transport`; here is only what ``httpx`` and
@@ -134,8 +143,11 @@ class AsyncBackupJobHook(CoreOwner):
         *,
         retry_policy: RetryPolicy | None = None,
         keepalive_expiry: float = 5.0,
+        shared_session_linger: float | None = None,
     ):
         self.vcenter_conn_id = vcenter_conn_id
+        self.shared_session_linger = shared_session_linger
+        self._shared: SharedSession | None = None
         # A poller should keep its connection past one poll interval: with httpx's default of 5 s,
         # every poll at the usual 30-60 s intervals paid a new TCP (and TLS) handshake.
         self.keepalive_expiry = keepalive_expiry
@@ -158,10 +170,38 @@ class AsyncBackupJobHook(CoreOwner):
         await self._settings()
         return self._core.vcenter()
 
+    async def _shared_session(self) -> SharedSession | None:
+        """The loop's shared session this hook's exchanges borrow, when it shares (taken once)."""
+        if self.shared_session_linger is None:
+            return None
+        if self._shared is None:
+            settings = await self._settings()
+            linger = self.shared_session_linger
+            self._shared = shared_sessions.acquire(settings, _trust(settings), self._holder, linger)
+        return self._shared
+
+    def _holder(self) -> AsyncBackupJobHook:
+        """A hook of a session of its own, on these settings: a new shared session's logins and logout."""
+        holder = AsyncBackupJobHook(
+            self.vcenter_conn_id, retry_policy=self.retry_policy, keepalive_expiry=self.keepalive_expiry
+        )
+        holder._core.settings = self._core.settings  # resolved already: no second connection lookup
+        return holder
+
+    async def sharing_key(self) -> SessionKey:
+        """Which shared session this hook's connection maps to (resolves the connection)."""
+        settings = await self._settings()
+        return SessionKey.of(settings, _trust(settings))
+
     async def _end_session(self, timeout: float) -> None:
-        """Log out the session :meth:`_session` made, within ``timeout``: its one counterpart."""
-        if self._core.session is not None and self._core.session.is_open:
-            await asyncio.wait_for(self.run(lambda s: s.logout(), LOGOUT_POLICY), timeout)
+        """Log out the session :meth:`_session` made, within ``timeout``, or let go of the shared
+        one (which logs out after its linger when this was its last hook): their one counterpart."""
+        if self._shared is not None:
+            shared, self._shared = self._shared, None
+            await shared.release()
+        session = self._core.session
+        if session is not None and session.is_open:
+            await asyncio.wait_for(self._drive(session, lambda s: s.logout(), LOGOUT_POLICY), timeout)
 
     # Transport: httpx, and asyncio.sleep --------------------------------------------------------------
     async def _send_once(self, req: HttpRequest) -> HttpResponse:
@@ -184,8 +224,23 @@ class AsyncBackupJobHook(CoreOwner):
     async def run(
         self, operation: Callable[[VCenterSession], Exchange[T]], policy: RetryPolicy | None = None
     ) -> T:
-        """Drive the exchange ``operation(session)`` returns; every error comes out naming the host."""
-        async with self._core.start(await self._session(), operation, policy) as run:
+        """Drive the exchange ``operation(session)`` returns; every error comes out naming the host.
+
+        Sharing, the session is one borrowed from the shared session, and a 401 goes to it: one
+        login again for all its hooks, then the exchange runs again on the new token."""
+        shared = await self._shared_session()
+        if shared is not None:
+            return await shared.run(lambda session: self._drive(session, operation, policy))
+        return await self._drive(await self._session(), operation, policy)
+
+    async def _drive(
+        self,
+        session: VCenterSession,
+        operation: Callable[[VCenterSession], Exchange[T]],
+        policy: RetryPolicy | None,
+    ) -> T:
+        """The core's steps of one exchange in ``session``, with httpx and asyncio.sleep."""
+        async with self._core.start(session, operation, policy) as run:
             for step in run:
                 if isinstance(step, Send):
                     run.outcome = await self._attempt(step.request)

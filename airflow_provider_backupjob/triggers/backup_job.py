@@ -24,17 +24,19 @@ class BackupJobTrigger(BaseTrigger):
     Poll a backup job until it ends, the deadline passes, or an outage outlasts ``max_outage``.
 
     Its kwargs are JSON primitives and hold no secret: the connection is looked up in the triggerer.
-    One session serves the whole wait and is logged out when the trigger ends, fails or is cancelled.
+    The triggers of one triggerer share one vCenter session per appliance and credentials
+    (:mod:`~airflow_provider_backupjob.hooks.shared_session`): it is logged out one poll interval
+    (at most a minute) after the last of them ends, fails or is cancelled, at once when the triggerer
+    stops. Those waiting on the same ``job_id`` share one poll of it per interval
+    (:mod:`~airflow_provider_backupjob.hooks.shared_poll`), each with its own deadline, ``max_outage``
+    and outcome; a trigger selecting its job polls on its own, on the shared session. With
+    ``BACKUPJOB_SHARED_SESSIONS=0`` each trigger holds a session of its own for its whole wait.
     A trigger cancelled by a triggerer restart is rebuilt from its kwargs and resumes the same wait
     (the deadline is absolute). Events (all carry ``job_id``):
 
     - ``{"status": "terminal", "job": <status dict>}``: the job SUCCEEDED or FAILED;
     - ``{"status": "error", "error": <error dict>}``: vCenter said no (404, auth, bad answer, outage);
     - ``{"status": "timeout", "message": ...}``: ``deadline`` (epoch seconds) passed first.
-
-    Without ``job_id`` it selects the job each poll: the newest started in ``[started_after,
-    started_before)`` (ISO 8601 strings) of ``job_type``, waiting while there is none; its events
-    then carry the chosen job's id.
 
     Without ``job_id`` it selects the job each poll: the newest started in ``[started_after,
     started_before)`` (ISO 8601 strings) of ``job_type``, waiting while there is none; its events
@@ -90,18 +92,25 @@ class BackupJobTrigger(BaseTrigger):
 
     def _hook(self) -> Any:
         from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
+        from airflow_provider_backupjob.hooks.shared_session import linger_for
         from airflow_provider_backupjob.waiting import poll_retry_policy
 
         return AsyncBackupJobHook(
             self.vcenter_conn_id,
             retry_policy=poll_retry_policy(self.poll_interval),
             keepalive_expiry=min(self.poll_interval + 15.0, KEEPALIVE_MAX),
+            shared_session_linger=linger_for(self.poll_interval),
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_backupjob.compat import TRIGGER_ON_KILL
+        from airflow_provider_backupjob.hooks.shared_poll import subscribe_job
 
-        hook = self._hook()
+        hook = self._hook()  # on the loop's shared session of its appliance
+        if self.job_id is not None:
+            # get_job through the loop's shared poll of this job (one poll per interval for all its
+            # waiters); the rest of the hook (a cancel) is the hook's own; aclose leaves the poll
+            hook = subscribe_job(hook, self.job_id, self.poll_interval)
         try:
             event = await self._wait(hook)
         except asyncio.CancelledError:

@@ -151,13 +151,15 @@ class BackupJobEventTrigger(BaseEventTrigger):
 
     def _hook(self) -> Any:
         from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
+        from airflow_provider_backupjob.hooks.shared_session import linger_for
         from airflow_provider_backupjob.triggers.backup_job import KEEPALIVE_MAX
         from airflow_provider_backupjob.waiting import poll_retry_policy
 
-        return AsyncBackupJobHook(
+        return AsyncBackupJobHook(  # on the loop's shared session of its appliance, as BackupJobTrigger
             self.vcenter_conn_id,
             retry_policy=poll_retry_policy(self.poll_interval),
             keepalive_expiry=min(self.poll_interval + 15.0, KEEPALIVE_MAX),
+            shared_session_linger=linger_for(self.poll_interval),
         )
 
     # ---- the watermark in the asset state store (Airflow 3.3) ---------------------------------------
