@@ -93,8 +93,9 @@ fuzz: $(STAMP)  # the properties with FUZZ_EXAMPLES each, from a fresh seed (FUZ
 	    --hypothesis-show-statistics tests/test_properties.py $(PYTEST_ARGS) || { echo "make fuzz failed:" \
 	    "replay with 'make fuzz FUZZ_SEED=$$seed', or paste the @reproduce_failure line above on the test"; exit 1; }
 
-chaos: $(STAMP)
-	CHAOS_RUNS=$${CHAOS_RUNS:-1000} $(BIN)/python -m pytest -q tests/test_chaos.py $(PYTEST_ARGS)
+chaos: $(STAMP)  # exploration: a fresh seed each run (CHAOS_SEED=n replays one), 1000 waits per mode
+	@seed=$${CHAOS_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "make chaos: CHAOS_SEED=$$seed"; \
+	CHAOS_SEED=$$seed CHAOS_RUNS=$${CHAOS_RUNS:-1000} $(BIN)/python -m pytest -q tests/test_chaos.py $(PYTEST_ARGS)
 
 e2e: $(STAMP)
 	$(BIN)/python e2e/run.py $(E2E_ARGS)

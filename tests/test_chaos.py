@@ -1,7 +1,8 @@
 """Seeded chaos: hundreds of waits in poke, reschedule and deferrable mode against a simulator that
 fails about one request in five; every verdict is checked against what the job really did.
 
-``CHAOS_SEED`` (default: random, printed) and ``CHAOS_RUNS`` (waits per mode, default 200) set the run;
+``CHAOS_SEED`` (default: a fixed seed, so that ``make test`` gives the same result every run; ``make
+chaos`` draws a fresh one and prints it) and ``CHAOS_RUNS`` (waits per mode, default 200) set the run;
 ``CHAOS_RUN=<index>`` replays one wait of each mode alone (``make chaos`` runs 1000 per mode). A wait
 whose verdict is wrong is reported with its seed, mode, index, plan and the faults it suffered.
 
@@ -49,7 +50,8 @@ from airflow_provider_backupjob.triggers.backup_job import BackupJobTrigger
 from tests.compat import reset_secrets_masker
 from tests.helpers import Connect
 
-SEED = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 2**31))
+FIXED_SEED = 1333677613  # make test's seed: CI fails only for a reason; fresh seeds are make chaos's
+SEED = int(os.environ.get("CHAOS_SEED") or FIXED_SEED)
 RUNS = int(os.environ.get("CHAOS_RUNS") or 200)
 ONLY = os.environ.get("CHAOS_RUN")  # replay this one run index of each mode, alone
 MODES = ("poke", "reschedule", "deferrable")

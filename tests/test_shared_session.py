@@ -238,7 +238,7 @@ async def test_each_killed_trigger_sends_its_own_cancel_and_the_others_wait_on(
 
 @pytest.mark.asyncio
 async def test_the_shared_token_is_masked(sim: Simulator, connect: Connect) -> None:
-    from airflow.sdk.log import redact
+    from tests.compat import redact
 
     connect()
     job = sim.add_job(inprogress_polls=1)

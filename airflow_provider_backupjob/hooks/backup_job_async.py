@@ -6,6 +6,7 @@ Used by the trigger in the triggerer's event loop: every call awaits, nothing bl
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.cookiejar
 import logging
 import weakref
@@ -120,6 +121,40 @@ class _SharedClients:
 _clients = _SharedClients()
 
 
+class _ConnectionLookups:
+    """Lookups of one connection that are in flight at once in one event loop share one lookup.
+
+    A triggerer taking on a thousand triggers at once then reads the connection once: on Airflow 3.0
+    the lookups run one at a time in asgiref's thread, which spread a burst over seconds and made a
+    shared session log in again for the triggers arriving last. Only a lookup in flight is shared: one
+    made after it ended reads the connection anew (a rotated password is seen).
+    """
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Task[Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def get(self, conn_id: str) -> Any:
+        loop = asyncio.get_running_loop()
+        pending = self._by_loop.setdefault(loop, {})
+        task = pending.get(conn_id)
+        if task is None:
+            task = pending[conn_id] = loop.create_task(aget_connection(conn_id))
+            task.add_done_callback(functools.partial(_lookup_done, pending, conn_id))
+        return await asyncio.shield(task)  # a caller cancelled never cancels the others' lookup
+
+
+def _lookup_done(pending: dict[str, asyncio.Task[Any]], conn_id: str, task: asyncio.Task[Any]) -> None:
+    if pending.get(conn_id) is task:
+        del pending[conn_id]
+    if not task.cancelled():
+        task.exception()  # retrieved here too: every waiter may have been cancelled
+
+
+_lookups = _ConnectionLookups()
+
+
 def _trust(settings: ConnectionSettings) -> object:
     """The TLS settings that make clients and sessions interchangeable (a renewed bundle is new)."""
     return trust_version(settings) if settings.verify is not False else False
@@ -162,7 +197,7 @@ class AsyncBackupJobHook(CoreOwner):
 
     async def _settings(self) -> ConnectionSettings:
         if self._core.settings is None:
-            return self._core.configure(await aget_connection(self.vcenter_conn_id))
+            return self._core.configure(await _lookups.get(self.vcenter_conn_id))
         return self._core.settings
 
     async def _session(self) -> VCenterSession:

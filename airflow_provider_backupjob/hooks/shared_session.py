@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import hmac
 import os
@@ -52,6 +53,7 @@ LINGER_MAX = 60.0  # a shared session lingers at most one poll interval, and nev
 # a request gives up after being the first to see this many tokens refused: the others that share
 # the session see the same expiries, and one expiry per request cycle is not the service failing
 REFUSALS = 3
+_STOPPING: contextvars.ContextVar[bool] = contextvars.ContextVar("backupjob_trigger_stopping", default=False)
 _PASSWORD_KEY = os.urandom(32)  # per process: the fingerprints below mean nothing outside it
 
 
@@ -192,9 +194,7 @@ class SharedSession:
             return
         loop = asyncio.get_running_loop()
         self._idle_since = loop.time()
-        # Task.cancelling() is Python 3.11+; on 3.10 the linger task logs out when the loop ends it
-        cancelling = getattr(asyncio.current_task(), "cancelling", None)
-        if cancelling is not None and cancelling():  # the triggerer is stopping, or this trigger
+        if _STOPPING.get() or _task_cancelling():  # the triggerer is stopping, or this trigger
             await self._close()
         elif self._closer is None:
             self._closer = loop.create_task(self._close_when_idle())
@@ -265,3 +265,15 @@ class SharedSessions:
 
 
 shared_sessions = SharedSessions()
+
+
+def stopping() -> None:
+    """Say that the running task (a trigger) is being cancelled: a triggerer stopping or restarting,
+    or a kill. A shared session it then releases as its last user logs out at once, not after the
+    linger. Triggers call it themselves because Python 3.10 has no ``Task.cancelling()``."""
+    _STOPPING.set(True)
+
+
+def _task_cancelling() -> bool:
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)  # Python 3.11+
+    return bool(cancelling is not None and cancelling())

@@ -105,6 +105,7 @@ class BackupJobTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_backupjob.compat import TRIGGER_ON_KILL
         from airflow_provider_backupjob.hooks.shared_poll import subscribe_job
+        from airflow_provider_backupjob.hooks.shared_session import stopping
 
         hook = self._hook()  # on the loop's shared session of its appliance
         if self.job_id is not None:
@@ -114,6 +115,7 @@ class BackupJobTrigger(BaseTrigger):
         try:
             event = await self._wait(hook)
         except asyncio.CancelledError:
+            stopping()  # the session it shares is logged out at once if this was its last user
             # Airflow 3.3+ calls on_kill() after this on a user's action; before 3.3 it is read here
             if self.cancel_on_kill and not TRIGGER_ON_KILL and await self._killed_by_user():
                 await self._cancel_job(hook)

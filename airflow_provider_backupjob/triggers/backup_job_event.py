@@ -221,6 +221,11 @@ class BackupJobEventTrigger(BaseEventTrigger):
                         yield TriggerEvent(status.to_dict())  # type: ignore[no-untyped-call]
                 pause = self.poll_interval + random.uniform(0, min(0.05 * self.poll_interval, 1.0))  # noqa: S311
                 await asyncio.sleep(pause)
+        except asyncio.CancelledError:
+            from airflow_provider_backupjob.hooks.shared_session import stopping
+
+            stopping()  # the session it shares is logged out at once if this was its last user
+            raise
         finally:
             await hook.aclose()
 
