@@ -14,10 +14,12 @@ from procs import wait_for
 from report import Results
 from stack import START_SCRIPT, Stack
 
+from airflow_provider_backupjob.compat import AIRFLOW_V_3_1_PLUS, TRIGGER_ON_KILL
 from airflow_provider_backupjob.simulator.client import SimulatorClient
 
 DAG_ID, TASK_ID = "vcenter_backup_start_and_wait", "start_backup"
-ON_KILL = "Trigger cancelled by user action, invoking on_kill"
+ON_KILL = "Trigger cancelled by user action, invoking on_kill"  # Airflow 3.3+'s triggerer
+STATE_READ = "its deferred wait was killed"  # before 3.3: the trigger read the task's state itself
 
 
 def _start_script(sim: SimulatorClient, inprogress_polls: int) -> None:
@@ -74,14 +76,19 @@ def killed_while_deferred(api: AirflowApi, sim: SimulatorClient, stack: Stack, r
     )
     run = wait_for("the run to end", _run_ended(api, run_id), 120, services=comps)
     logs = _trigger_logs(stack, run_id)
-    on_kill, said = logs.count(ON_KILL), logs.count(f"Cancelling backup job {job}")
+    # the kill reached the trigger once: through on_kill on 3.3+, through its task-state read before
+    how, what = (ON_KILL, "on_kill ran") if TRIGGER_ON_KILL else (STATE_READ, "the task state was read")
+    killed, said = logs.count(how), logs.count(f"Cancelling backup job {job}")
     cancelled = sim.stats()["cancels"] - cancels
     results.add(
         "deferred start-and-wait marked failed (REST API)",
-        "the backup is cancelled: cancels +1, job FAILED, on_kill ran once",
+        f"the backup is cancelled: cancels +1, job FAILED, {what} once",
         f"cancels +{cancelled}, job {job} {'FAILED' if state else sim.job_state(job)}, run {run}; "
-        f"trigger log: on_kill {on_kill}x, 'Cancelling backup job' {said}x",
-        cancelled == 1 and run == "failed" and on_kill == 1 and said == 1,
+        f"trigger log: {what} {killed}x, 'Cancelling backup job' {said}x",
+        # the simulator's record is the proof; the trigger's log lines are required where the
+        # triggerer writes them reliably (3.3): on 3.0 its per-trigger log is cut off by the
+        # cancellation itself (seen: the cancel reached the appliance, the lines were absent)
+        cancelled == 1 and run == "failed" and (not TRIGGER_ON_KILL or (killed == 1 and said == 1)),
         time.monotonic() - started,
     )
 
@@ -118,11 +125,17 @@ def triggerer_restart(
         f"{resumed} after); 'Cancelling backup job' in the trigger log {said}x; run {run}"
     )
     ok = run == "success" and cancelled == 0 and said == 0 and job_state == "SUCCEEDED" and resumed > 0
-    if sig is signal.SIGTERM:
+    # Airflow 3.0's trigger runner has no SIGTERM handler: a SIGTERM to the triggerer's process group
+    # (as systemd sends) ends it at once, before any trigger can log out, as a SIGKILL would (seen in
+    # its log: "Process terminated by signal SIGTERM" within milliseconds). 3.3 shuts down cleanly and
+    # CI checks it; 3.1 and 3.2 are not run under e2e, so the stricter check is assumed there.
+    if sig is signal.SIGTERM and AIRFLOW_V_3_1_PLUS:
         ok = ok and orphans == 0
         expected = "no cancel, no session left open, the wait resumes, run success"
     else:
         expected = "no cancel, the wait resumes, run success (a killed process cannot log out)"
+        if sig is signal.SIGTERM:
+            expected += "; Airflow 3.0's trigger runner dies on SIGTERM like on SIGKILL"
         if orphans:
             detail += f"; expired the {sim.expire_all_sessions()} orphaned session(s), as the appliance would"
     results.add(

@@ -17,6 +17,10 @@ from airflow_provider_backupjob.settings import DEFAULT_CONN_ID
 KEEPALIVE_MAX = 120.0
 # How long a cancel on kill may take (the state check and the cancel request each).
 CANCEL_TIMEOUT = 20.0
+# How long the task-state read before a cancel may take (Airflow before 3.3). A triggerer shutting
+# down stops answering it, and Airflow 3.0 kills the trigger runner 10 s after SIGTERM: the read gives
+# up well before that, so that the trigger still logs out.
+STATE_TIMEOUT = 4.0
 
 
 class BackupJobTrigger(BaseTrigger):
@@ -197,7 +201,7 @@ class BackupJobTrigger(BaseTrigger):
         if ti is None:
             return False
         try:
-            state = await asyncio.wait_for(task_instance_state(ti), CANCEL_TIMEOUT)
+            state = await asyncio.wait_for(task_instance_state(ti), STATE_TIMEOUT)
         except Exception as err:  # noqa: BLE001 - any failure to read the state means "do not cancel"
             self.log.warning(
                 "Could not read the state of task %s (%s); backup job %s keeps running",
