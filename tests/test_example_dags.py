@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,21 +68,25 @@ def dags_test(env: dict[str, str], dag_id: str, conf: dict[str, str] | None = No
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def test_example_dags_parse_without_errors(airflow_env: tuple[dict[str, str], Simulator]) -> None:
-    env, _ = airflow_env
+def parse_folder(folder: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Airflow's DagBag of ``folder``, in a fresh interpreter: its import errors and DAG ids."""
     dagbag = "airflow.dag_processing.dagbag" if AIRFLOW_V_3_2_PLUS else "airflow.models.dagbag"
     code = (
-        f"import json; from {dagbag} import DagBag; "
-        f"bag = DagBag(dag_folder={str(ROOT / 'example_dags')!r}); "
-        "errors = {k: str(v) for k, v in bag.import_errors.items()}; "
-        "print(json.dumps({'errors': errors, 'dags': sorted(bag.dag_ids)}))"
+        f"import json; from {dagbag} import DagBag; bag = DagBag(dag_folder={str(folder)!r}); "
+        "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()}, "
+        "'dags': sorted(bag.dag_ids)}))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result == {
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_example_dags_parse_without_errors(airflow_env: tuple[dict[str, str], Simulator]) -> None:
+    env, _ = airflow_env
+    assert parse_folder(ROOT / "example_dags", env) == {
         "errors": {},
         "dags": [
             "vcenter_backup_asset",
@@ -183,19 +188,10 @@ def test_readme_recipes_are_complete_dags(
     assert len(recipes) == 2 and next(iter(recipes)).startswith("Recipe: wait for tonight")
     for i, source in enumerate(recipes.values()):
         (tmp_path / f"recipe_{i}.py").write_text(source)
-    dagbag = "airflow.dag_processing.dagbag" if AIRFLOW_V_3_2_PLUS else "airflow.models.dagbag"
-    code = (
-        f"import json; from {dagbag} import DagBag; "
-        f"bag = DagBag(dag_folder={str(tmp_path)!r}); "
-        "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()}, "
-        "'dags': sorted(bag.dag_ids)}))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result == {"errors": {}, "dags": ["patch_after_each_backup", "tonights_backup"]}
+    assert parse_folder(tmp_path, env) == {
+        "errors": {},
+        "dags": ["patch_after_each_backup", "tonights_backup"],
+    }
 
 
 def test_asset_dag_reads_which_backup_succeeded_from_the_asset_event(
