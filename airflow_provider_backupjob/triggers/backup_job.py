@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_backupjob.exceptions import VCenterError
 from airflow_provider_backupjob.settings import DEFAULT_CONN_ID
+
+if TYPE_CHECKING:
+    from airflow_provider_backupjob.selection import JobSelector
 
 # vCenter's reverse proxy closes idle connections after a while; past this, reconnecting is cheaper
 # than holding thousands of idle sockets.
@@ -154,14 +158,19 @@ class BackupJobTrigger(BaseTrigger):
                 return self._event(step)
             await asyncio.sleep(step)
 
+    @functools.cached_property
+    def _selector(self) -> JobSelector:
+        """The window and type, parsed once for the wait (a bad one raises each time it is asked)."""
+        from airflow_provider_backupjob.selection import JobSelector
+
+        return JobSelector.parse(self.started_after, self.started_before, self.job_type)
+
     async def _resolve(self, hook: Any) -> Any:
         """The status to judge this poll: of the job id, or of the newest job the window selects
         (None while there is none)."""
         if self.job_id is not None:
             return await hook.get_job(self.job_id)
-        from airflow_provider_backupjob.selection import JobSelector
-
-        selector = JobSelector.parse(self.started_after, self.started_before, self.job_type)
+        selector = self._selector
         status = await hook.find_job(**selector.find_kwargs())
         self.log.info(selector.waiting_text if status is None else selector.chosen_text(status))
         return status
