@@ -436,6 +436,15 @@ class VCenterSession:
         state = "open" if self._token else "closed"
         return f"VCenterSession(user={self._username!r}, dialect={self.dialect}, {state})"
 
+    @classmethod
+    def resumed(cls, token: str, dialect: Dialect) -> VCenterSession:
+        """A session on a token issued before, without credentials (it cannot log in again): what a
+        transport logs out once more when a logout was cut short before its answer, since
+        :meth:`logout` forgets the token as it sends."""
+        session = cls(username="", password="", api_style=dialect.value)
+        session._token = token
+        return session
+
     @property
     def is_open(self) -> bool:
         return self._token is not None

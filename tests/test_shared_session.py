@@ -13,6 +13,7 @@ from typing import Any
 import pendulum
 import pytest
 
+from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
 from airflow_provider_backupjob.hooks.shared_poll import job_pollers
 from airflow_provider_backupjob.hooks.shared_session import ENV_SWITCH, SessionKey, shared_sessions
 from airflow_provider_backupjob.settings import ConnectionSettings
@@ -130,6 +131,40 @@ async def test_the_last_one_out_logs_out_after_the_linger(sim: Simulator, connec
     assert sim.stats()["logins"] == 1
     stats = await all_logged_out(sim)
     assert (stats["logins"], stats["logouts"]) == (1, 1)
+
+
+def test_a_loop_ending_mid_logout_still_logs_out(sim: Simulator, connect: Connect) -> None:
+    """The linger is over and the logout is in flight when the event loop ends (the triggerer stops):
+    ``asyncio.run`` cancels every task once, which cuts that logout short; it is sent again."""
+    connect()
+    job = sim.add_job(inprogress_polls=1)
+    sim.inject("slow", method="DELETE", path_contains="session", delay=60)  # the first logout hangs
+
+    async def main() -> None:
+        assert (await event_of(trigger(job, poll_interval=0.01)))["status"] == "terminal"
+        await until(lambda: sim.stats()["faults_injected"] == 1, "the logout reached the appliance")
+        # returning ends the loop while the shared session's logout waits for its answer
+
+    asyncio.run(main())
+    stats = sim.stats()
+    assert (stats["logins"], stats["logouts"], stats["open_sessions"]) == (1, 1, 0)
+
+
+@pytest.mark.asyncio
+async def test_a_logout_cut_short_by_a_cancel_is_sent_again(sim: Simulator, connect: Connect) -> None:
+    """A hook of its own session (sharing off, or a holder) cancelled while its logout is in flight."""
+    connect()
+    job = sim.add_job()
+    hook = AsyncBackupJobHook()
+    await hook.get_job(job)
+    sim.inject("slow", method="DELETE", path_contains="session", delay=60)
+    closing = asyncio.get_running_loop().create_task(hook.aclose())
+    await until(lambda: sim.stats()["faults_injected"] == 1, "the logout reached the appliance")
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing  # the cancellation is not swallowed
+    stats = sim.stats()
+    assert (stats["logins"], stats["logouts"], stats["open_sessions"]) == (1, 1, 0)
 
 
 @pytest.mark.asyncio

@@ -6,6 +6,7 @@ Used by the trigger in the triggerer's event loop: every call awaits, nothing bl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import http.cookiejar
 import logging
@@ -236,7 +237,22 @@ class AsyncBackupJobHook(CoreOwner):
             await shared.release()
         session = self._core.session
         if session is not None and session.is_open:
+            await self._log_out(session, timeout)
+
+    async def _log_out(self, session: VCenterSession, timeout: float) -> None:
+        """Log ``session`` out within ``timeout``. A cancellation that cuts the logout short (an event
+        loop ending, which cancels every task once, while the logout is in flight) gets one more
+        attempt on the same token before it goes on: the session would otherwise stay open, one of
+        the user's ~550, until vCenter's idle timeout."""
+        token, dialect = session.token, session.dialect
+        try:
             await asyncio.wait_for(self._drive(session, lambda s: s.logout(), LOGOUT_POLICY), timeout)
+        except asyncio.CancelledError:
+            if token is not None and dialect is not None:
+                again = VCenterSession.resumed(token, dialect)
+                with contextlib.suppress(VCenterError, asyncio.TimeoutError, OSError):
+                    await asyncio.wait_for(self._drive(again, lambda s: s.logout(), LOGOUT_POLICY), timeout)
+            raise
 
     # Transport: httpx, and asyncio.sleep --------------------------------------------------------------
     async def _send_once(self, req: HttpRequest) -> HttpResponse:

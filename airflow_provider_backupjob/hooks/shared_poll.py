@@ -70,11 +70,13 @@ class _JobPoller:
             self._inflight = None
 
     async def close(self) -> None:
-        if self._inflight is not None:
-            task = self._inflight
-            task.cancel()  # nobody waits on it any more; let it unwind before its hook closes
-            await asyncio.wait([task], timeout=CLOSE_TIMEOUT)
-        await self.hook.aclose()
+        try:
+            if self._inflight is not None:
+                task = self._inflight
+                task.cancel()  # nobody waits on it any more; let it unwind before its hook closes
+                await asyncio.wait([task], timeout=CLOSE_TIMEOUT)
+        finally:  # also when cancelled meanwhile: the hook lets go of its shared session
+            await self.hook.aclose()
 
 
 class _JobPollers:

@@ -22,7 +22,6 @@ made at import, never the password.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import hashlib
 import hmac
@@ -141,6 +140,9 @@ class SharedSession:
             self.logins += 1
         finally:
             self._login = None
+            if self._closed:  # closed while this login was in flight (the loop ending): nobody uses it
+                self._valid, self._lent = False, None
+                await self._holder.aclose(LOGOUT_TIMEOUT)
 
     async def borrow(self) -> tuple[int, BorrowedSession]:
         """The current token (logging in first if there is none, one login for all who ask)."""
@@ -215,17 +217,26 @@ class SharedSession:
                 await self._close()
 
     async def _close(self) -> None:
+        """Log out, once. A cancellation (the loop ending) neither skips the logout nor is swallowed:
+        it is raised again once the holder has logged out, or has been left to the login in flight,
+        which logs its session out itself when it ends (see :meth:`_log_in`)."""
         if self._closed:
             return
         self._closed = True
         self._registry._forget(self)  # from now on a new user makes a new session
-        try:
-            if self._login is not None:
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.wait_for(asyncio.shield(self._login), LOGOUT_TIMEOUT)
-        finally:
-            self._valid, self._lent = False, None
+        login, cancelled = self._login, None
+        if login is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(login), LOGOUT_TIMEOUT)
+            except asyncio.CancelledError as err:
+                cancelled = err
+            except Exception:  # noqa: BLE001, S110 - a refused or failed login leaves nothing to log out
+                pass
+        self._valid, self._lent = False, None
+        if login is None or login.done():
             await self._holder.aclose(LOGOUT_TIMEOUT)  # logs out the holder's session, if open
+        if cancelled is not None:
+            raise cancelled
 
 
 class SharedSessions:
