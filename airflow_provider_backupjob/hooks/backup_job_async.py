@@ -57,19 +57,22 @@ HTTPX_FAILURES: FailureTable = (
 )
 
 
-# Hooks that share one client. One client for all was measured worse: httpcore's pool does work
-# proportional to its connections on every request, so a burst of 1,000 polls through one pool cost
-# 3.8 ms of CPU a poll against 1.3 ms with a client per hook (benchmarks/trigger_scale.py).
-HOOKS_PER_CLIENT = 32
+# Hooks that share one client. httpcore's pool checks every connection it holds on each request (a
+# poll syscall each), so CPU per poll grows with the pool. Measured with benchmarks/crowd_fleet.py
+# (--interval 2, burst of 1,000): 1,000 jobs on one appliance cost 2.9 ms a poll at 32 hooks a
+# client, 1.7 ms at 8 and 1.6 ms at 4 (HttpTrigger: 1.5-1.7 ms); over 100 appliances (10 hooks each)
+# CPU was the same at every size, and memory per trigger 34.7, 36.8 and 41.4 KiB. One client for
+# all had cost 3.8 ms a poll (benchmarks/trigger_scale.py).
+HOOKS_PER_CLIENT = 8
 
 
 class _SharedClients:
     """``httpx.AsyncClient``s shared by up to HOOKS_PER_CLIENT hooks of one event loop that talk to
     the same appliance with the same TLS settings; each is closed when its last hook lets go.
 
-    A triggerer watching a thousand jobs then holds a few dozen clients and pools instead of a
-    client and a socket per job. Sessions stay per hook: the token travels in a header on each
-    request, and the shared clients take no cookies (logins ask for header authentication).
+    A triggerer watching a thousand jobs then holds 125 clients and pools instead of a client per
+    job. A client holds no session: the token travels in a header on each request, and the shared
+    clients take no cookies (logins ask for header authentication).
     """
 
     def __init__(self) -> None:
@@ -154,6 +157,13 @@ def _lookup_done(pending: dict[str, asyncio.Task[Any]], conn_id: str, task: asyn
 
 
 _lookups = _ConnectionLookups()
+
+
+@functools.lru_cache(maxsize=4096)
+def _url(base_url: str, target: str) -> httpx.URL:
+    """A request's absolute URL, parsed once per target. Given a string, httpx parses it and merges
+    it with the client's base URL on every request: a tenth of a poll's CPU in a crowd of triggers."""
+    return httpx.URL(base_url + target)
 
 
 def _trust(settings: ConnectionSettings) -> object:
@@ -260,7 +270,9 @@ class AsyncBackupJobHook(CoreOwner):
         if self._client is None:
             self._client = _clients.acquire(settings, self.keepalive_expiry)
         try:
-            r = await self._client.request(req.method, req.target, headers=req.headers, json=req.json_body)
+            r = await self._client.request(
+                req.method, _url(settings.base_url, req.target), headers=req.headers, json=req.json_body
+            )
         except httpx.HTTPError as err:
             probe = self._core.probe_for(err)
             raise self._core.failure(req, err, await _probe_tls(probe) if probe else None) from None
