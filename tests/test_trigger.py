@@ -438,6 +438,30 @@ async def test_on_kill_cancels_only_a_job_the_task_started(
 
 
 @pytest.mark.asyncio
+async def test_a_cancel_on_kill_that_gets_no_answer_in_time_is_logged_not_raised(
+    sim: Simulator,
+    connect: Connect,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """asyncio's timeout is not the builtin TimeoutError on Python 3.10: it must not escape on_kill."""
+    import airflow_provider_backupjob.triggers.backup_job as trigger_module
+
+    monkeypatch.setattr(trigger_module, "CANCEL_TIMEOUT", 0.3)
+    job = sim.add_job(inprogress_polls=100_000)
+    connect()
+    t = trigger(job, cancel_on_kill=True)
+    await start_then_cancel(t, sim)
+    sim.inject("slow", method="POST", path_contains="cancel", delay=5)
+    await asyncio.wait_for(t.on_kill(), timeout=30)  # returns: never raises
+    out = capsys.readouterr()  # trigger logs: structlog to stdout on 3.3, the logging module before
+    assert f"Could not cancel backup job {job}" in caplog.text + out.out + out.err
+    assert sim.job_state(job) == "INPROGRESS"
+    await assert_no_session_left(sim)
+
+
+@pytest.mark.asyncio
 async def test_on_kill_after_the_event_cancels_nothing(sim: Simulator, connect: Connect) -> None:
     job = sim.add_job(inprogress_polls=0)
     connect()

@@ -228,11 +228,9 @@ class BackupJobTrigger(BaseTrigger):
         """Cancel the job this task started. Logged; never raises."""
         self.log.warning("Cancelling backup job %s on vCenter: the deferred task was killed", self.job_id)
         try:
-            result = await asyncio.wait_for(
-                hook.run(lambda session: session.cancel_job(self.job_id)), CANCEL_TIMEOUT
-            )
+            result = await asyncio.wait_for(hook.cancel_job(self.job_id), CANCEL_TIMEOUT)
             self.log.warning("vCenter answered the cancel of backup job %s: %s", self.job_id, result.status)
-        except (VCenterError, ValueError, TimeoutError) as err:
+        except (VCenterError, ValueError, asyncio.TimeoutError) as err:  # not the builtin one on 3.10
             self.log.error("Could not cancel backup job %s: %s", self.job_id, err)
 
 
