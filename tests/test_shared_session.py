@@ -14,7 +14,7 @@ import pendulum
 import pytest
 
 from airflow_provider_backupjob.hooks.backup_job_async import AsyncBackupJobHook
-from airflow_provider_backupjob.hooks.shared_poll import job_pollers
+from airflow_provider_backupjob.hooks.shared_poll import JobSubscription, _JobPoller, job_pollers
 from airflow_provider_backupjob.hooks.shared_session import ENV_SWITCH, SessionKey, shared_sessions
 from airflow_provider_backupjob.settings import ConnectionSettings
 from airflow_provider_backupjob.simulator import ADMIN_USER, DEFAULT_PASSWORD, Simulator
@@ -189,6 +189,22 @@ async def test_different_passwords_never_share_a_session(sim: Simulator, connect
     assert [e["status"] for e in events] == ["error", "terminal"] * 20
     stats = await all_logged_out(sim)
     assert (stats["logins"], stats["login_failures"]) == (1, 1)
+
+
+def test_a_shared_poll_keeps_the_shortest_interval_of_those_still_waiting() -> None:
+    poller = _JobPoller(key=None, hook=None)  # type: ignore[arg-type]  # no poll is made here
+    subs = [JobSubscription(None, "job", interval) for interval in (5.0, 1.0, 3.0)]  # type: ignore[arg-type]
+    for sub in subs:
+        poller.add(sub)
+    assert poller._shortest == 1.0
+    poller.remove(subs[1])
+    assert poller._shortest == 3.0
+    poller.remove(subs[1])  # leaving twice changes nothing
+    assert poller._shortest == 3.0
+    poller.remove(subs[2])
+    poller.remove(subs[0])
+    poller.add(JobSubscription(None, "job", 7.0))  # type: ignore[arg-type]
+    assert poller._shortest == 7.0
 
 
 def test_the_session_key_tells_settings_apart_and_holds_no_password() -> None:

@@ -47,14 +47,23 @@ class _JobPoller:
         self.hook = hook
         self.polls = 0
         self.subscribers: dict[JobSubscription, float] = {}  # -> its poll interval
+        self._shortest = 0.0  # the shortest of those intervals, kept as they join and leave
         self._inflight: asyncio.Task[BackupJobStatus] | None = None
         self._last: tuple[float, BackupJobStatus] | None = None  # when its poll started, the status
+
+    def add(self, sub: JobSubscription) -> None:
+        self._shortest = min(self._shortest, sub.interval) if self.subscribers else sub.interval
+        self.subscribers[sub] = sub.interval
+
+    def remove(self, sub: JobSubscription) -> None:
+        if self.subscribers.pop(sub, None) is not None and self.subscribers:
+            self._shortest = min(self.subscribers.values())  # once per leave, not on every fetch
 
     async def fetch(self) -> BackupJobStatus:
         loop = asyncio.get_running_loop()
         if self._inflight is None:
             now = loop.time()
-            if self._last is not None and now - self._last[0] < min(self.subscribers.values()):
+            if self._last is not None and now - self._last[0] < self._shortest:
                 return self._last[1]
             self._inflight = loop.create_task(self._poll(now))
             self._inflight.add_done_callback(_retrieve)
@@ -98,11 +107,11 @@ class _JobPollers:
             hook, sub.adopted = sub.hook, True
             hook.shared_session_linger = min(sub.interval, LINGER_MAX)
             poller = here[key] = _JobPoller(key, hook)
-        poller.subscribers[sub] = sub.interval
+        poller.add(sub)
         return poller
 
     async def leave(self, sub: JobSubscription, poller: _JobPoller) -> None:
-        poller.subscribers.pop(sub, None)
+        poller.remove(sub)
         if poller.subscribers:
             return
         here = self.here()
